@@ -1,0 +1,244 @@
+"""Load one partition of one boundary: DESIGN.md's data path, in one warehouse transaction.
+
+    extract (token > watermark − lookback, inside the window, Arrow chunks)
+      → evaluate the contract per row (expectations.rules)
+      → valid rows: bulk into a staging table; invalid rows: dead letters (redacted, with locator)
+      → merge: newest change token per key wins, only strictly newer rows replace what is there
+      → watermark advanced, one load_log row; commit — or roll everything back
+
+Conservation holds by construction and is asserted before commit:
+rows_read = rows_loaded + rows_superseded + rows_dead_lettered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table
+from assets.loading.redaction import redact_row, redaction_key
+from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
+from assets.loading.watermark import Window, advance, extract_bounds
+from assets.sources.base import Source
+from expectations.contract import Contract
+from expectations.reasons import LoadError, SourceSchemaError
+from expectations.rules import evaluate, primary_reason
+
+log = logging.getLogger("meshline.loader")
+
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+@dataclass
+class LoadResult:
+    load_id: str
+    flow: str
+    asset: str
+    partition_key: str
+    contract_version: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_superseded: int = 0
+    rows_dead_lettered: int = 0
+    watermark_from: datetime | None = None
+    watermark_to: datetime | None = None
+    extract_low: datetime | None = None
+    extract_high: datetime | None = None
+    reason_counts: Counter = field(default_factory=Counter)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float = 0.0
+
+    @property
+    def conserved(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_superseded + self.rows_dead_lettered
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _stage_ddl(contract: Contract) -> str:
+    cols = [f"{ident(c.name)} {SQL_TYPES[c.type]}" for c in contract.columns]
+    return ", ".join(cols + ["_row_no BIGINT"])
+
+
+def _temp(tx: Tx, name: str, body: str) -> None:
+    tx.execute(f"DROP TABLE IF EXISTS {name}")
+    suffix = " ON COMMIT DROP" if tx.dialect == "postgres" else ""
+    tx.execute(f"CREATE TEMPORARY TABLE {name} ({body}){suffix}")
+
+
+def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: Contract, *, flow: str,
+                  asset: str, partition_key: str, run_id: str, seen_at: datetime, key: bytes) -> pa.Table:
+    """One dead-letter row per invalid source row: redacted payload, reason codes, source locator."""
+    rows = raw.to_pylist()
+    keys = typed.column(contract.idempotency_key).to_pylist()
+    tokens = typed.column(contract.change_token).to_pylist()
+    locs = raw.column(contract.locator).to_pylist() if contract.locator else [None] * len(rows)
+    out: dict[str, dict[str, Any]] = {}
+    for row, k, tok, loc, why in zip(rows, keys, tokens, locs, reasons.to_pylist(), strict=True):
+        payload = json.dumps(redact_row(row, contract.pii_columns, key), sort_keys=True, default=str)
+        locator = json.dumps({"system": contract.source_system, "table": contract.source_table,
+                              "key": None if k is None else str(k),
+                              "change_token": None if tok is None else tok.isoformat(),
+                              contract.locator or "row": None if loc is None else str(loc)}, sort_keys=True)
+        # Keyed, so the id of a row holding PII is no dictionary-attackable hash of it.
+        ident_src = f"{asset}|{locator}|{why}|{payload}".encode()
+        dl_id = hmac.new(key, ident_src, hashlib.sha256).hexdigest()[:32]
+        out[dl_id] = {
+            "dead_letter_id": dl_id, "flow": flow, "asset": asset, "partition_key": partition_key,
+            "contract": contract.name, "contract_version": contract.version,
+            "reason_code": primary_reason(why), "reasons": why,
+            "source_system": contract.source_system, "source_table": contract.source_table,
+            "record_key": None if k is None else str(k),
+            "change_token": None if tok is None else tok.isoformat(), "locator": locator,
+            "payload": payload, "run_id": run_id, "first_seen_at": seen_at, "status": "open",
+        }
+    return pa.Table.from_pylist(list(out.values()))
+
+
+def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
+    return tx.scalar(f"SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?",
+                     (asset, partition_key))
+
+
+def load_partition(
+    warehouse: Warehouse,
+    source: Source,
+    contract: Contract,
+    *,
+    partition_key: str,
+    window: Window,
+    run_id: str,
+    lookback: timedelta = timedelta(hours=6),
+    full_refresh: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    before_commit: Callable[[Tx], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LoadResult:
+    """Load one partition. Either everything (data, dead letters, watermark, load_log) commits, or nothing.
+
+    `before_commit` runs inside the transaction after every write and before COMMIT (tests inject
+    crashes there). `progress` receives human-readable progress lines (no row values).
+    """
+    asset = contract.name
+    say = progress or log.info
+    # Preflight: the source must offer every contract column, or nothing is written.
+    offered = set(source.columns())
+    missing = [c for c in contract.source_columns if c not in offered]
+    if missing:
+        raise SourceSchemaError(
+            f"{source.system}.{source.table} lacks column(s) {missing} that contract {contract.name} "
+            f"{contract.version} requires; nothing was loaded and the watermark did not move")
+
+    result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
+                        partition_key=partition_key, contract_version=contract.version,
+                        started_at=_now())
+    t0 = time.perf_counter()
+    key = redaction_key()
+    raw_t = raw_table(contract)
+    k, tok = ident(contract.idempotency_key), ident(contract.change_token)
+    tiebreak = ident(contract.locator) if contract.locator else "_row_no"
+    cols = [ident(c) for c in contract.column_names]
+
+    with warehouse.transaction() as tx:
+        ensure_tables(tx, contract)
+        wm_from = read_watermark(tx, asset, partition_key)
+        bounds = extract_bounds(window, wm_from, lookback, full_refresh)
+        result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
+        _temp(tx, "_ml_stage", _stage_ddl(contract))
+
+        max_token = None
+        row_no = 0
+        dead_letters: list[pa.Table] = []
+        for chunk in source.extract(contract.source_columns, contract.change_token, bounds.low,
+                                    bounds.inclusive, bounds.high, chunk_rows):
+            n = chunk.num_rows
+            verdicts = evaluate(chunk, contract)
+            typed = verdicts.table.append_column("_row_no", pa.array(range(row_no, row_no + n), pa.int64()))
+            row_no += n
+            result.rows_read += n
+            chunk_max = pc.max(typed.column(contract.change_token)).as_py()
+            max_token = advance(max_token, chunk_max)
+            if verdicts.n_invalid:
+                invalid = pc.invert(verdicts.valid)
+                dead_letters.append(_dead_letters(
+                    chunk.filter(invalid), verdicts.table.filter(invalid), verdicts.reasons, contract,
+                    flow=contract.boundary_flow, asset=asset, partition_key=partition_key, run_id=run_id,
+                    seen_at=result.started_at, key=key))
+                result.rows_dead_lettered += verdicts.n_invalid
+                result.reason_counts.update(verdicts.reason_counts)
+                typed = typed.filter(verdicts.valid)
+            tx.insert_arrow("_ml_stage", typed)
+            if result.rows_read >= 5 * chunk_rows and (result.rows_read // chunk_rows) % 5 == 0:
+                say(f"{asset} {partition_key}: {result.rows_read:,} rows read, "
+                    f"{result.rows_dead_lettered:,} dead-lettered so far")
+
+        # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
+        # re-run (equal tokens) and a late, older version (smaller token) both change nothing.
+        _temp(tx, "_ml_latest", _stage_ddl(contract))
+        tx.execute(
+            f"INSERT INTO _ml_latest SELECT {', '.join(cols)}, _row_no FROM ("
+            f" SELECT *, row_number() OVER (PARTITION BY {k} ORDER BY {tok} DESC, {tiebreak} DESC) AS _rn"
+            f" FROM _ml_stage) s"
+            f" WHERE s._rn = 1 AND NOT EXISTS ("
+            f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
+        result.rows_loaded = int(tx.scalar("SELECT count(*) FROM _ml_latest"))
+        valid = result.rows_read - result.rows_dead_lettered
+        result.rows_superseded = valid - result.rows_loaded
+
+        prov_cols = list(PROVENANCE)
+        all_cols = cols + prov_cols
+        updates = ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != k)
+        tx.execute(
+            f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
+            f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_latest"
+            f" ON CONFLICT ({k}) DO UPDATE SET {updates}",
+            (contract.source_system, run_id, contract.version, result.started_at))
+
+        if dead_letters:
+            dl = pa.concat_tables(dead_letters)
+            _temp(tx, "_ml_dead", ", ".join(f"{n} {'TIMESTAMP' if n == 'first_seen_at' else 'TEXT'}"
+                                            for n in dl.column_names))
+            tx.insert_arrow("_ml_dead", dl)
+            names = ", ".join(dl.column_names)
+            tx.execute(f"INSERT INTO {META_SCHEMA}.dead_letters ({names}) SELECT {names} FROM _ml_dead"
+                       f" ON CONFLICT (dead_letter_id) DO NOTHING")
+
+        wm_to = advance(wm_from, max_token)
+        result.watermark_to = wm_to
+        if wm_to is not None and wm_to != wm_from:
+            tx.execute(
+                f"INSERT INTO {META_SCHEMA}.watermarks (asset, partition_key, watermark, run_id, updated_at)"
+                f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (asset, partition_key) DO UPDATE SET"
+                f" watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at",
+                (asset, partition_key, wm_to, run_id, _now()))
+        result.finished_at = _now()
+        if not result.conserved:  # a bug, never a data condition: refuse to commit
+            raise LoadError(f"conservation broken for {asset} {partition_key}: read {result.rows_read} != "
+                            f"loaded {result.rows_loaded} + superseded {result.rows_superseded} + "
+                            f"dead-lettered {result.rows_dead_lettered}")
+        tx.execute(
+            f"INSERT INTO {META_SCHEMA}.load_log (load_id, flow, asset, partition_key, rows_read, rows_loaded,"
+            " rows_superseded, rows_dead_lettered, watermark_from, watermark_to, contract_version, run_id,"
+            " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (result.load_id, result.flow, asset, partition_key, result.rows_read, result.rows_loaded,
+             result.rows_superseded, result.rows_dead_lettered, wm_from, wm_to, contract.version, run_id,
+             result.started_at, result.finished_at))
+        if before_commit is not None:
+            before_commit(tx)
+    result.seconds = time.perf_counter() - t0
+    return result

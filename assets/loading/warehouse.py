@@ -1,0 +1,167 @@
+"""The warehouse: one class over DuckDB (embedded default) and Postgres, chosen by a URL.
+
+SQL is written once with `?` placeholders and the types both engines share (BIGINT, DOUBLE PRECISION,
+TEXT, TIMESTAMP, DATE, BOOLEAN); the only engine-specific parts are connecting and bulk-inserting an
+Arrow table (DuckDB scans it in place; Postgres takes it as CSV over COPY).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+SQL_TYPES = {
+    "integer": "BIGINT",
+    "number": "DOUBLE PRECISION",
+    "string": "TEXT",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+    "boolean": "BOOLEAN",
+}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def ident(name: str) -> str:
+    """Validate an identifier that goes into SQL text (contract columns, table names)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class WarehouseURL:
+    dialect: str  # "duckdb" | "postgres"
+    path: Path | None = None  # duckdb
+    dsn: str | None = None  # postgres, libpq form
+    url: str = ""
+
+    @staticmethod
+    def parse(url: str) -> WarehouseURL:
+        if url.startswith("duckdb:///"):
+            return WarehouseURL("duckdb", path=Path(url[len("duckdb:///"):]), url=url)
+        if url.startswith("duckdb://"):
+            raise ValueError(f"a DuckDB warehouse URL needs an absolute path (duckdb:///abs/path): {url}")
+        if url.startswith(("postgresql+psycopg2://", "postgresql://", "postgres://")):
+            from sqlalchemy.engine import make_url
+
+            u = make_url(url)
+            parts = [f"host={u.host or '127.0.0.1'}", f"port={u.port or 5432}",
+                     f"dbname={u.database or 'postgres'}", f"user={u.username or 'postgres'}"]
+            if u.password:
+                parts.append(f"password={u.password}")
+            return WarehouseURL("postgres", dsn=" ".join(parts), url=url)
+        raise ValueError(f"unsupported warehouse URL {url!r}: use duckdb:///PATH or postgresql+psycopg2://...")
+
+
+class Tx:
+    """One open transaction (or autocommit session) on the warehouse."""
+
+    def __init__(self, dialect: str, conn: Any):
+        self.dialect = dialect
+        self.conn = conn
+        self._cur = conn.cursor() if dialect == "postgres" else conn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(self._sql(sql), tuple(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._cur.execute(self._sql(sql), tuple(params))
+        return list(self._cur.fetchall())
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        if self.dialect == "duckdb":
+            return self.conn.sql(sql, params=list(params) or None).to_arrow_table()
+        self._cur.execute(self._sql(sql), tuple(params))
+        names = [d[0] for d in self._cur.description]
+        rows = self._cur.fetchall()
+        return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)}) if rows else pa.table(
+            {n: pa.array([], pa.null()) for n in names})
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Bulk-insert an Arrow table whose column names match the target's columns."""
+        if data.num_rows == 0:
+            return
+        cols = ", ".join(ident(c) for c in data.column_names)
+        if self.dialect == "duckdb":
+            self.conn.register("_ml_arrow_in", data)
+            try:
+                self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _ml_arrow_in")
+            finally:
+                self.conn.unregister("_ml_arrow_in")
+            return
+        buf = io.BytesIO()
+        pacsv.write_csv(data, buf, write_options=pacsv.WriteOptions(include_header=False))
+        buf.seek(0)
+        self._cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+
+
+class Warehouse:
+    """Connections to the warehouse named by a URL; `transaction()` commits or rolls back as a unit."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.parsed = WarehouseURL.parse(url)
+        self.dialect = self.parsed.dialect
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.dialect})"
+
+    def _connect(self):
+        if self.dialect == "duckdb":
+            import duckdb
+
+            self.parsed.path.parent.mkdir(parents=True, exist_ok=True)
+            return duckdb.connect(str(self.parsed.path))
+        import psycopg2
+
+        return psycopg2.connect(self.parsed.dsn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        conn = self._connect()
+        try:
+            if self.dialect == "duckdb":
+                conn.execute("BEGIN TRANSACTION")
+            tx = Tx(self.dialect, conn)
+            try:
+                yield tx
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+        finally:
+            conn.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Tx]:
+        """Autocommit statements (reads, DDL outside a load)."""
+        conn = self._connect()
+        try:
+            if self.dialect == "postgres":
+                conn.autocommit = True
+            yield Tx(self.dialect, conn)
+        finally:
+            conn.close()
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                (schema, table)))

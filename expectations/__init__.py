@@ -1,0 +1,10 @@
+"""Meshline contracts: versioned YAML per boundary, compiled to Great Expectations suites.
+
+Nothing in this package imports Dagster or the rest of Meshline; `great_expectations` is imported
+lazily (only by `expectations.compiler` and `expectations.validation`) because it costs seconds.
+"""
+
+from expectations.contract import Column, Contract, ContractError, load_contract, load_contracts
+from expectations.reasons import ReasonCode
+
+__all__ = ["Column", "Contract", "ContractError", "ReasonCode", "load_contract", "load_contracts"]

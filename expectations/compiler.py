@@ -1,0 +1,47 @@
+"""Compile a contract to a Great Expectations 1.x ExpectationSuite.
+
+Each expectation carries `meta.reason_code` and `meta.column`, so a GX result maps back to the same
+reason codes the loader writes on dead letters. Importing this module imports great_expectations
+(seconds): only checks, `meshline contracts compile` and tests do.
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+from expectations.contract import Contract
+from expectations.reasons import ReasonCode
+
+
+def suite_name(contract: Contract) -> str:
+    return f"{contract.name}.v{contract.version}"
+
+
+def compile_suite(contract: Contract) -> gx.ExpectationSuite:
+    suite = gx.ExpectationSuite(
+        name=suite_name(contract),
+        meta={"contract": contract.name, "contract_version": contract.version,
+              "severity": contract.severity, "owners": dict(contract.owners)},
+    )
+
+    def add(expectation, code: ReasonCode, column: str) -> None:
+        expectation.meta = {"reason_code": code.value, "column": column}
+        suite.add_expectation(expectation)
+
+    for col in contract.columns:
+        add(gxe.ExpectColumnToExist(column=col.name), ReasonCode.TYPE_MISMATCH, col.name)
+        if col.name == contract.idempotency_key:
+            add(gxe.ExpectColumnValuesToNotBeNull(column=col.name), ReasonCode.NULL_KEY, col.name)
+        elif col.required:
+            add(gxe.ExpectColumnValuesToNotBeNull(column=col.name), ReasonCode.MISSING_REQUIRED, col.name)
+        if col.regex is not None:
+            add(gxe.ExpectColumnValuesToMatchRegex(column=col.name, regex=col.regex),
+                ReasonCode.INVALID_FORMAT, col.name)
+        if col.allowed_values is not None:
+            add(gxe.ExpectColumnValuesToBeInSet(column=col.name, value_set=list(col.allowed_values)),
+                ReasonCode.UNKNOWN_VALUE, col.name)
+        if col.min is not None or col.max is not None:
+            add(gxe.ExpectColumnValuesToBeBetween(column=col.name, min_value=col.min, max_value=col.max),
+                ReasonCode.OUT_OF_RANGE, col.name)
+    return suite

@@ -1,0 +1,230 @@
+"""Contracts: one YAML file per boundary and version, parsed strictly.
+
+A contract names its columns and their rules, the idempotency key, the change-token column, the PII
+columns, owners, severity and SLOs. An unknown key, a wrong type or a rule on a column that does not
+exist is a `ContractError` naming the file, the key and the reason: a typo must never silently turn a
+failing rule into no rule at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expectations.reasons import ContractError
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
+
+TYPES = ("integer", "number", "string", "timestamp", "date", "boolean")
+SEVERITIES = ("critical", "standard")
+# Named patterns, so that a contract says `pattern: email` rather than repeating a regex. The regexes
+# are in the subset that both Python's `re` (Great Expectations) and RE2 (Arrow) read the same way.
+NAMED_PATTERNS = {
+    "email": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$",
+    "currency_code": r"^[A-Z]{3}$",
+}
+
+_TOP_KEYS = {
+    "contract": str, "version": str, "description": str, "boundary": dict, "severity": str,
+    "idempotency_key": str, "change_token": str, "locator": str, "owners": dict, "slos": dict,
+    "columns": dict, "test_vectors": dict,
+}
+_REQUIRED_TOP = ("contract", "version", "boundary", "severity", "idempotency_key", "change_token",
+                 "owners", "columns")
+_BOUNDARY_KEYS = {"flow": str, "source_system": str, "table": str}
+_OWNER_KEYS = {"contract": str, "execution": str, "business": str}
+_SLO_KEYS = {"freshness_hours": (int, float), "dead_letter_rate_max": (int, float)}
+_COLUMN_KEYS = {
+    "type": str, "required": bool, "pattern": str, "allowed_values": list, "min": (int, float),
+    "max": (int, float), "pii": bool, "description": str,
+}
+_VECTOR_KEYS = {"pass": list, "fail": list}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = False
+    pattern: str | None = None
+    allowed_values: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    pii: bool = False
+    description: str = ""
+
+    @property
+    def regex(self) -> str | None:
+        if self.pattern is None:
+            return None
+        return NAMED_PATTERNS.get(self.pattern, self.pattern)
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    version: str
+    boundary_flow: str
+    source_system: str
+    source_table: str
+    severity: str
+    idempotency_key: str
+    change_token: str
+    columns: tuple[Column, ...]
+    owners: dict[str, str]
+    slos: dict[str, float] = field(default_factory=dict)
+    locator: str | None = None
+    description: str = ""
+    test_vectors: dict[str, list] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def pii_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.pii]
+
+    @property
+    def critical(self) -> bool:
+        return self.severity == "critical"
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def source_columns(self) -> list[str]:
+        """Columns read from the source: the contract's columns plus the locator, if any."""
+        cols = self.column_names
+        return cols + [self.locator] if self.locator and self.locator not in cols else cols
+
+
+def _fail(path: Path | str, key: str, reason: str) -> ContractError:
+    return ContractError(f"{path}: {key}: {reason}")
+
+
+def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
+    if not isinstance(data, dict):
+        raise _fail(path, prefix, f"expected a mapping, got {type(data).__name__}")
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in allowed:
+            raise _fail(path, where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        want = allowed[key]
+        # YAML reads 1.0 as float and 1 as int; a bool is an int in Python, so exclude it explicitly.
+        if isinstance(value, bool) and want is not bool and bool not in (want if isinstance(want, tuple) else (want,)):
+            raise _fail(path, where, f"expected {_type_name(want)}, got a boolean")
+        if not isinstance(value, want):
+            raise _fail(path, where, f"expected {_type_name(want)}, got {type(value).__name__}")
+
+
+def _type_name(want) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+             dict: "a mapping"}
+    if isinstance(want, tuple):
+        return " or ".join(sorted({names[w] for w in want}))
+    return names[want]
+
+
+def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
+    _check_keys(path, "", data, _TOP_KEYS)
+    for key in _REQUIRED_TOP:
+        if key not in data:
+            raise _fail(path, key, "required key is missing")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", data["version"]):
+        raise _fail(path, "version", f"expected MAJOR.MINOR.PATCH, got {data['version']!r}")
+    if data["severity"] not in SEVERITIES:
+        raise _fail(path, "severity", f"expected one of {', '.join(SEVERITIES)}, got {data['severity']!r}")
+    _check_keys(path, "boundary", data["boundary"], _BOUNDARY_KEYS)
+    for key in _BOUNDARY_KEYS:
+        if key not in data["boundary"]:
+            raise _fail(path, f"boundary.{key}", "required key is missing")
+    _check_keys(path, "owners", data["owners"], _OWNER_KEYS)
+    if "contract" not in data["owners"]:
+        raise _fail(path, "owners.contract", "every contract names its owner")
+    slos = data.get("slos", {})
+    _check_keys(path, "slos", slos, _SLO_KEYS)
+
+    columns: list[Column] = []
+    if not data["columns"]:
+        raise _fail(path, "columns", "a contract has at least one column")
+    for name, spec in data["columns"].items():
+        where = f"columns.{name}"
+        _check_keys(path, where, spec, _COLUMN_KEYS)
+        if spec.get("type") not in TYPES:
+            raise _fail(path, f"{where}.type", f"expected one of {', '.join(TYPES)}, got {spec.get('type')!r}")
+        pattern = spec.get("pattern")
+        if pattern is not None:
+            if spec["type"] != "string":
+                raise _fail(path, f"{where}.pattern", "a pattern applies to string columns only")
+            regex = NAMED_PATTERNS.get(pattern, pattern)
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise _fail(path, f"{where}.pattern", f"not a valid regular expression: {exc}") from exc
+        if ("min" in spec or "max" in spec) and spec["type"] not in ("integer", "number"):
+            raise _fail(path, f"{where}.min/max", "a range applies to integer and number columns only")
+        if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
+            raise _fail(path, f"{where}.min", f"min {spec['min']} is above max {spec['max']}")
+        allowed = spec.get("allowed_values")
+        if allowed is not None and not allowed:
+            raise _fail(path, f"{where}.allowed_values", "an empty list would reject every row")
+        columns.append(Column(
+            name=name, type=spec["type"], required=spec.get("required", False), pattern=pattern,
+            allowed_values=tuple(allowed) if allowed is not None else None,
+            min=spec.get("min"), max=spec.get("max"), pii=spec.get("pii", False),
+            description=spec.get("description", ""),
+        ))
+    names = {c.name for c in columns}
+    for key in ("idempotency_key", "change_token", "locator"):
+        if key in data and data[key] not in names:
+            raise _fail(path, key, f"names column {data[key]!r}, which the contract does not declare")
+    token = next(c for c in columns if c.name == data["change_token"])
+    if token.type not in ("timestamp", "integer"):
+        raise _fail(path, "change_token", "the change token must be a timestamp or an integer column")
+
+    vectors = data.get("test_vectors", {})
+    _check_keys(path, "test_vectors", vectors, _VECTOR_KEYS)
+    for kind in ("pass", "fail"):
+        for i, vec in enumerate(vectors.get(kind, [])):
+            row = vec.get("row") if kind == "fail" else vec
+            if not isinstance(row, dict):
+                raise _fail(path, f"test_vectors.{kind}[{i}]", "expected a row mapping")
+            unknown = set(row) - names
+            if unknown:
+                raise _fail(path, f"test_vectors.{kind}[{i}]", f"unknown columns {sorted(unknown)}")
+
+    return Contract(
+        name=data["contract"], version=data["version"], description=data.get("description", ""),
+        boundary_flow=data["boundary"]["flow"], source_system=data["boundary"]["source_system"],
+        source_table=data["boundary"]["table"], severity=data["severity"],
+        idempotency_key=data["idempotency_key"], change_token=data["change_token"],
+        locator=data.get("locator"), columns=tuple(columns), owners=dict(data["owners"]),
+        slos={k: float(v) for k, v in slos.items()}, test_vectors=vectors, path=Path(path),
+    )
+
+
+def load_contract(name_or_path: str | Path, contracts_dir: Path = CONTRACTS_DIR) -> Contract:
+    """Load a contract by name (`marketing_leads`) or by file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = contracts_dir / f"{name_or_path}.yml"
+    if not path.exists():
+        raise ContractError(f"{path}: no such contract file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_contract(data, path)
+
+
+def load_contracts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Contract]:
+    return {c.name: c for c in (load_contract(p) for p in sorted(contracts_dir.glob("*.yml")))}
