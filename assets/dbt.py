@@ -1,0 +1,37 @@
+"""dbt: staging → marts over the raw boundary tables, as Dagster assets (dbt tests become asset checks)."""
+
+
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+
+def dbt_project(project_dir, target: str) -> DbtProject:
+    """The dbt project for one target, with its own target path so DuckDB and Postgres manifests never mix.
+    The manifest is built on first use (`dbt parse`) and by `dagster dev` on every reload."""
+    project = DbtProject(project_dir=project_dir, target=target, target_path=f"target/{target}")
+    if not project.manifest_path.exists() or project.preparer.using_dagster_dev():
+        dbt_cli(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project
+
+
+def dbt_executable() -> str:
+    """dbt from PATH, else the one installed beside this Python (a venv that is not activated)."""
+    return shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
+
+
+def dbt_cli(project: DbtProject) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, target=project.target, dbt_executable=dbt_executable())
+
+
+def build_dbt_assets(project: DbtProject, *, pool: str | None, dbt_vars: Mapping[str, object]):
+    @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool)
+    def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
+
+    return meshline_dbt

@@ -1,0 +1,1 @@
+"""One module per revenue flow; `boundary` holds what every boundary asset and check shares."""

@@ -1,0 +1,147 @@
+"""A boundary asset (one raw table, daily partitions, the watermarked loader) and its contract check.
+
+Resources are reached by key (`warehouse`, `sources`) so that this package never imports
+`orchestration`: `context.resources.warehouse.get()` returns an `assets.loading.Warehouse`, and
+`context.resources.sources.source(contract)` an `assets.sources.Source`.
+"""
+
+
+import json
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from assets.loading import load_partition
+from assets.loading.ddl import META_SCHEMA, raw_table
+from assets.loading.warehouse import ident
+from assets.loading.watermark import daily_window
+from expectations.contract import Contract
+from expectations.reasons import ContractError, SourceError
+
+# Partitioned asset checks are "preview" in Dagster 1.13; they are what per-partition contracts need.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+
+RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def asset_key(contract: Contract) -> dg.AssetKey:
+    return dg.AssetKey(["raw", contract.name])
+
+
+def _owners(contract: Contract) -> list[str]:
+    return sorted({v for v in contract.owners.values() if "@" in v})
+
+
+def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None,
+                   lookback: timedelta) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=asset_key(contract),
+        partitions_def=partitions_def,
+        retry_policy=RETRY,
+        pool=pool,
+        group_name=contract.boundary_flow,
+        owners=_owners(contract),
+        kinds={"python", "arrow"},
+        required_resource_keys={"warehouse", "sources"},
+        description=(f"{contract.description}\n\nLoaded by Meshline's watermarked loader under contract "
+                     f"`{contract.name}` v{contract.version} ({contract.severity}); invalid rows go to "
+                     f"`meshline.dead_letters`."),
+        metadata={"contract": contract.name, "contract_version": contract.version,
+                  "severity": contract.severity, "idempotency_key": contract.idempotency_key,
+                  "change_token": contract.change_token, "lookback_hours": lookback.total_seconds() / 3600,
+                  "dagster/table_name": raw_table(contract)},
+    )
+    def _load(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        wh = context.resources.warehouse.get()
+        source = context.resources.sources.source(contract)
+        try:
+            r = load_partition(
+                wh, source, contract, partition_key=context.partition_key,
+                window=daily_window(context.partition_key), run_id=context.run_id, lookback=lookback,
+                progress=context.log.info)
+        except (SourceError, ContractError) as exc:
+            # Not transient: retrying cannot help, so fail once with the reason.
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        lag = None
+        if r.watermark_to is not None:
+            lag = (datetime.now(UTC).replace(tzinfo=None) - r.watermark_to).total_seconds() / 60
+        context.log.info(
+            f"{contract.name} {context.partition_key}: read {r.rows_read}, loaded {r.rows_loaded}, "
+            f"superseded {r.rows_superseded}, dead-lettered {r.rows_dead_lettered} in {r.seconds:.2f}s")
+        meta: dict = {
+            "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
+            "rows_dead_lettered": r.rows_dead_lettered,
+            "dead_letters_by_reason": dg.MetadataValue.json(dict(r.reason_counts)),
+            "watermark_from": r.watermark_from.isoformat() if r.watermark_from else "none",
+            "watermark_to": r.watermark_to.isoformat() if r.watermark_to else "none",
+            "extract_from": r.extract_low.isoformat() if r.extract_low else "",
+            "contract_version": contract.version, "load_id": r.load_id, "load_seconds": round(r.seconds, 3),
+        }
+        if lag is not None:
+            meta["lag_minutes"] = round(lag, 1)
+        return dg.MaterializeResult(metadata=meta)
+
+    return _load
+
+
+def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None
+                   ) -> dg.AssetChecksDefinition:
+    """The contract suite on one partition: the compiled Great Expectations suite over the rows that were
+    loaded (nothing invalid may have slipped through), plus the partition's open dead letters by reason
+    code. Outcomes:
+
+    - passed: the suite passes and no row of the partition was dead-lettered;
+    - failed, WARN: rows were dead-lettered (quarantined, replayable) but at most the contract's
+      `dead_letter_rate_max` of them: what was loaded is sound, downstream may go on;
+    - failed, ERROR where the contract is critical (blocking downstream in the run), WARN otherwise:
+      the suite fails on loaded rows, or the dead-letter rate breaks the SLO.
+    """
+    breach = dg.AssetCheckSeverity.ERROR if contract.critical else dg.AssetCheckSeverity.WARN
+    slo = contract.slos.get("dead_letter_rate_max", 0.0)
+
+    @dg.asset_check(
+        asset=asset_key(contract), name=f"contract_{contract.name}", partitions_def=partitions_def,
+        blocking=contract.critical, pool=pool, required_resource_keys={"warehouse"},
+        description=f"Contract {contract.name} v{contract.version}: GX suite on loaded rows, no open dead letters.",
+        metadata={"contract_version": contract.version, "severity": contract.severity},
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        from expectations.validation import validate_frame  # imports great_expectations: only here
+
+        wh = context.resources.warehouse.get()
+        window = daily_window(context.partition_key)
+        tok = ident(contract.change_token)
+        cols = ", ".join(ident(c) for c in contract.column_names)
+        with wh.session() as s:
+            frame = s.query_arrow(
+                f"SELECT {cols} FROM {raw_table(contract)} WHERE {tok} >= ? AND {tok} < ?",
+                (window.start, window.end)).to_pandas()
+            dead = dict(s.query(
+                f"SELECT reason_code, count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND"
+                " partition_key = ? AND status = 'open' GROUP BY reason_code", (contract.name, context.partition_key)))
+        suite = validate_frame(frame, contract) if len(frame) else None
+        n_dead = sum(dead.values())
+        rate = n_dead / (n_dead + len(frame)) if (n_dead + len(frame)) else 0.0
+        suite_ok = suite is None or suite.success
+        passed = n_dead == 0 and suite_ok
+        severity = dg.AssetCheckSeverity.WARN if suite_ok and rate <= slo else breach
+        return dg.AssetCheckResult(
+            passed=passed, severity=severity,
+            description=(f"{n_dead} open dead letter(s), rate {rate:.2%} (SLO {slo:.2%}); GX suite "
+                         f"{'not run (no rows)' if suite is None else 'passed' if suite.success else 'FAILED'}"),
+            metadata={
+                "dead_letters": n_dead,
+                "dead_letters_by_reason": dg.MetadataValue.json(dead),
+                "dead_letter_rate": round(rate, 5),
+                "dead_letter_rate_slo": slo,
+                "rows_validated": len(frame),
+                "gx_success": bool(suite is None or suite.success),
+                "gx_failed_expectations": dg.MetadataValue.json(suite.failed_expectations if suite else []),
+                "gx_unexpected_by_reason": dg.MetadataValue.json(json.loads(json.dumps(
+                    dict(suite.unexpected_by_reason) if suite else {}))),
+                "contract_version": contract.version,
+            },
+        )
+
+    return _check

@@ -1,0 +1,87 @@
+"""Meshline's Dagster definitions, built from Settings when they are loaded (not at import time).
+
+`dagster dev` (workspace.yaml) loads `defs`, a lazily built Definitions; tests call
+`build_defs(Settings(...))` directly for each warehouse.
+"""
+
+
+import os
+
+import dagster as dg
+
+from assets.dbt import build_dbt_assets, dbt_cli, dbt_project
+from assets.flows import lead_handoff
+from orchestration.resources import SourcesResource, WarehouseResource
+from orchestration.settings import DBT_PROJECT_DIR, Settings
+
+LEAD_HANDOFF_JOB = "lead_handoff_job"
+DBT_JOB = "dbt_build_job"
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=settings.partition_start, end_offset=0)
+
+
+def source_urls(settings: Settings) -> dict[str, str]:
+    """Source systems: the sandbox's simulated databases under MESHLINE_HOME unless overridden by
+    MESHLINE_SOURCE_<SYSTEM>_URL (e.g. MESHLINE_SOURCE_CRM_URL)."""
+    from assets.sandbox import LeadHandoffSandbox
+
+    sb = LeadHandoffSandbox(settings.sandbox_dir)
+    urls = {"marketing_automation": sb.marketing_url, "crm": sb.crm_url}
+    for system in list(urls):
+        override = os.environ.get(f"MESHLINE_SOURCE_{system.upper()}_URL")
+        if override:
+            urls[system] = override
+    return urls
+
+
+@dg.run_failure_sensor(name="run_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING)
+def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
+    """Every failed run is reported with its job and error (the paging notifier builds on this)."""
+    err = context.failure_event.message or "unknown error"
+    context.log.error(f"run {context.dagster_run.run_id} of {context.dagster_run.job_name} failed: {err[:500]}")
+
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    os.environ.update(settings.dbt_env())  # the dbt profile reads its target and connection from these
+    partitions = daily_partitions(settings)
+    pool = settings.warehouse_pool
+
+    lh_assets, lh_checks = lead_handoff.build(partitions, pool)
+    project = dbt_project(DBT_PROJECT_DIR, settings.dbt_target)
+    dbt_defs = build_dbt_assets(project, pool=pool,
+                                dbt_vars={"handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600})
+
+    lead_handoff_job = dg.define_asset_job(
+        LEAD_HANDOFF_JOB, selection=dg.AssetSelection.groups(lead_handoff.FLOW), partitions_def=partitions,
+        description="Load one day of the lead handoff flow (marketing → CRM) and run its checks.")
+    dbt_job = dg.define_asset_job(
+        DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
+        description="dbt build: staging → marts, with dbt tests as asset checks.")
+
+    schedules = [
+        dg.build_schedule_from_partitioned_job(
+            lead_handoff_job, name="lead_handoff_daily", hour_of_day=1, minute_of_hour=0,
+            description="Yesterday's lead-handoff partition, every night at 01:00 UTC."),
+        dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *",
+                              execution_timezone="UTC", description="dbt build after the nightly loads."),
+    ]
+    return dg.Definitions(
+        assets=[*lh_assets, dbt_defs],
+        asset_checks=lh_checks,
+        jobs=[lead_handoff_job, dbt_job],
+        schedules=schedules,
+        sensors=[run_failure_alert],
+        resources={
+            "warehouse": WarehouseResource(url=settings.warehouse_url),
+            "sources": SourcesResource(urls=source_urls(settings)),
+            "dbt": dbt_cli(project),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()
