@@ -7,11 +7,26 @@ reason codes the loader writes on dead letters. Importing this module imports gr
 
 from __future__ import annotations
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
+import os
+from functools import lru_cache
 
-from expectations.contract import Contract
-from expectations.reasons import ReasonCode
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+
+from expectations.contract import Contract  # noqa: E402
+from expectations.reasons import ReasonCode  # noqa: E402
+
+
+@lru_cache(maxsize=1)
+def gx_context():
+    """One ephemeral (in-memory) GX context per process, progress bars off."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
 
 
 def suite_name(contract: Contract) -> str:
@@ -19,6 +34,7 @@ def suite_name(contract: Contract) -> str:
 
 
 def compile_suite(contract: Contract) -> gx.ExpectationSuite:
+    gx_context()  # GX 1.x builds suites only inside an active context
     suite = gx.ExpectationSuite(
         name=suite_name(contract),
         meta={"contract": contract.name, "contract_version": contract.version,

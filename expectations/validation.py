@@ -6,16 +6,12 @@ reason code, never the unexpected values themselves (they can be PII).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import pandas as pd
 
 from expectations.contract import Contract
-
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 @dataclass
@@ -29,23 +25,13 @@ class SuiteResult:
     row_reasons: dict[int, list[str]] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=1)
-def _context():
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return ctx
-
-
 _INDEX = "__meshline_row__"
 
 
 def validate_frame(df: pd.DataFrame, contract: Contract, row_level: bool = False) -> SuiteResult:
-    from expectations.compiler import compile_suite
+    from expectations.compiler import compile_suite, gx_context
 
-    ctx = _context()
+    ctx = gx_context()
     name = f"{contract.name}_{contract.version}"
     try:
         source = ctx.data_sources.get(name)

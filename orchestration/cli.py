@@ -9,6 +9,7 @@ USAGE = """usage: meshline COMMAND [ARGS]
 commands:
   demo     simulate 14 days of the lead handoff flow with faults, load and check it through Dagster,
            build the dbt marts and print what was found (`meshline demo --help`)
+  dev      the Dagster UI over MESHLINE_HOME, bound to 127.0.0.1 (`--host`, `--port` to change)
   bench    the validated incremental load of the shared benchmark table, DuckDB and Postgres
            (`meshline bench --help`)
 
@@ -16,6 +17,28 @@ environment:
   MESHLINE_HOME            local state (default ./.meshline)
   MESHLINE_WAREHOUSE_URL   duckdb:///PATH (default) or postgresql+psycopg2://USER@HOST:PORT/DB
 """
+
+
+def dev(argv: list[str]) -> int:
+    """Exec `dagster dev` over workspace.yaml with DAGSTER_HOME under MESHLINE_HOME (embedded default)."""
+    import argparse
+    import os
+    import shutil
+
+    from orchestration.settings import PROJECT_ROOT, Settings
+
+    p = argparse.ArgumentParser(prog="meshline dev")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", default="3000")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    if "DAGSTER_HOME" not in os.environ:
+        os.environ["DAGSTER_HOME"] = str(settings.ensure_local_dagster_home())
+    dagster = shutil.which("dagster") or os.path.join(os.path.dirname(sys.executable), "dagster")
+    print(f"Dagster UI on http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})", flush=True)
+    os.chdir(PROJECT_ROOT)
+    os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", args.port, "-w", "workspace.yaml"])
+    return 0  # not reached
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.demo import main as demo_main
 
         return demo_main(rest)
+    if cmd == "dev":
+        return dev(rest)
     if cmd == "bench":
         from orchestration.bench import main as bench_main
 

@@ -58,7 +58,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         try:
             r = load_partition(
                 wh, source, contract, partition_key=context.partition_key,
-                window=daily_window(context.partition_key), run_id=context.run_id, lookback=lookback,
+                window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
                 progress=context.log.info)
         except (SourceError, ContractError) as exc:
             # Not transient: retrying cannot help, so fail once with the reason.

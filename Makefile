@@ -1,0 +1,32 @@
+# Meshline. Every target creates .venv and installs the project on first use (Python 3.11+ and, for the
+# Postgres parts, a reachable PostgreSQL are all a fresh machine needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.meshline-installed
+
+.PHONY: demo test dev bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## simulate 14 days of lead handoff with faults, load and check them through Dagster
+	$(BIN)/meshline demo
+
+test: $(STAMP)  ## unit, integration (DuckDB and Postgres), end-to-end
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 over $$MESHLINE_HOME
+	$(BIN)/meshline dev
+
+bench: $(STAMP)  ## the validated incremental load of ../shared/bench's table, DuckDB and Postgres
+	$(BIN)/meshline bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .meshline dbt_project/target dbt_project/logs .pytest_cache
