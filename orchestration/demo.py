@@ -132,12 +132,20 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
 Where to look next
   make dev                    Dagster UI on http://127.0.0.1:3000 over {settings.home}:
                               lineage raw → staging → marts, each run above, checks per partition
-  warehouse                   {settings.warehouse_url}
+  warehouse                   {_safe_url(settings.warehouse_url)}
                               marts.lead_handoff (handoff_status), meshline.dead_letters (redacted),
                               meshline.load_log, meshline.watermarks
   ground truth                {sandbox.paths.ground_truth}""")
     return {"rows": rows, "totals": totals, "dbt_success": dbt_res.success and not failed_tests,
             "truth": truth}
+
+
+def _safe_url(url: str) -> str:
+    if url.startswith("duckdb"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _mart_counts(settings: Settings) -> dict[str, dict[str, int]]:

@@ -90,6 +90,6 @@ def sandbox(tmp_path):
 
     sb = LeadHandoffSandbox(tmp_path / "sandbox")
     sb.generate(end=SIM_END, days=4, leads_per_day=60, seed=11,
-                faults=FaultRates(never_synced=0.05, duplicated=0.05, slow=0.04, malformed_marketing=0.05,
-                                  malformed_crm=0.05, late=0.05))
+                faults=FaultRates(never_synced=0.05, duplicated=0.05, slow=0.04, malformed_marketing=0.02,
+                                  malformed_crm=0.02, late=0.05))
     return sb

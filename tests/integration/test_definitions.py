@@ -1,0 +1,89 @@
+"""The Definitions load and every job, schedule, sensor and check resolves, for both warehouses."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from orchestration.settings import WAREHOUSE_POOL, Settings
+
+
+@pytest.fixture
+def settings(home, warehouse_url) -> Settings:
+    return Settings(home=home, warehouse_url=warehouse_url)
+
+
+def test_every_job_schedule_sensor_and_check_resolves(settings):
+    from orchestration.definitions import build_defs
+
+    defs = build_defs(settings)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"raw/marketing_leads", "raw/crm_leads", "staging/stg_marketing_leads", "staging/stg_crm_leads",
+            "marts/lead_handoff"} <= keys
+    jobs = {j.name for j in defs.resolve_all_job_defs()}
+    assert {"lead_handoff_job", "dbt_build_job"} <= jobs
+    for name in jobs:
+        assert defs.resolve_job_def(name) is not None
+    for sched in defs.schedules:
+        assert defs.resolve_schedule_def(sched.name).job_name in jobs
+    assert {s.name for s in defs.schedules} == {"lead_handoff_daily", "dbt_nightly"}
+    for sensor in defs.sensors:
+        assert defs.resolve_sensor_def(sensor.name) is not None
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {("raw/marketing_leads", "contract_marketing_leads"), ("raw/crm_leads", "contract_crm_leads"),
+            ("raw/marketing_leads", "handoff_reconciliation")} <= checks
+    assert any(a == "marts/lead_handoff" for a, _ in checks), "dbt tests show as asset checks"
+    # raw → staging → mart lineage
+    assert dg.AssetKey(["raw", "marketing_leads"]) in graph.get(dg.AssetKey(["staging", "stg_marketing_leads"])).parent_keys
+    assert dg.AssetKey(["staging", "stg_crm_leads"]) in graph.get(dg.AssetKey(["marts", "lead_handoff"])).parent_keys
+    # the crm contract is critical: its check blocks; marketing's is standard
+    specs = {s.key.name: s for a in defs.assets if isinstance(a, dg.AssetsDefinition) for s in a.check_specs}
+    specs.update({s.key.name: s for c in defs.asset_checks for s in c.check_specs})
+    assert specs["contract_crm_leads"].blocking and not specs["contract_marketing_leads"].blocking
+    # raw assets retry with exponential backoff and jitter
+    raw = defs.resolve_assets_def(dg.AssetKey(["raw", "crm_leads"]))
+    policy = raw.op.retry_policy
+    assert policy.max_retries == 3 and policy.backoff == dg.Backoff.EXPONENTIAL and policy.jitter is not None
+
+
+def test_local_mode_puts_every_warehouse_writer_in_one_pool_of_size_1(home):
+    from orchestration.definitions import build_defs
+
+    settings = Settings.from_env()
+    assert settings.local and settings.warehouse_pool == WAREHOUSE_POOL
+    defs = build_defs(settings)
+    for a in defs.assets:
+        if isinstance(a, dg.AssetsDefinition):
+            assert a.op.pool == WAREHOUSE_POOL, a.node_def.name
+    for c in defs.asset_checks:
+        assert c.op.pool == WAREHOUSE_POOL
+    settings.ensure_local_dagster_home()
+    cfg = (settings.dagster_home / "dagster.yaml").read_text()
+    import yaml
+
+    conf = yaml.safe_load(cfg)
+    assert conf["concurrency"]["pools"]["default_limit"] == 1
+    assert str(home) in conf["storage"]["sqlite"]["base_dir"]
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    finally:
+        instance.dispose()
+
+
+def test_settings_switch_on_the_warehouse_url(tmp_path):
+    local = Settings.from_env({"MESHLINE_HOME": str(tmp_path)})
+    assert local.dialect == "duckdb" and local.dbt_target == "duckdb"
+    assert local.warehouse_url == f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    assert local.dbt_env()["MESHLINE_DBT_DUCKDB_PATH"] == str(tmp_path / "warehouse.duckdb")
+    pg = Settings.from_env({"MESHLINE_HOME": str(tmp_path),
+                            "MESHLINE_WAREHOUSE_URL": "postgresql+psycopg2://u:secret@db.internal:6543/wh"})
+    assert pg.dialect == "postgres" and pg.warehouse_pool is None
+    env = pg.dbt_env()
+    assert (env["MESHLINE_DBT_TARGET"], env["MESHLINE_DBT_PG_HOST"], env["MESHLINE_DBT_PG_PORT"],
+            env["MESHLINE_DBT_PG_DBNAME"], env["MESHLINE_DBT_PG_PASSWORD"]) == ("postgres", "db.internal", "6543", "wh", "secret")
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2"):
+        Settings.from_env({"MESHLINE_WAREHOUSE_URL": "postgresql://u@h/db"})
+    with pytest.raises(ValueError, match="unsupported"):
+        Settings.from_env({"MESHLINE_WAREHOUSE_URL": "mysql://u@h/db"})
