@@ -1,0 +1,153 @@
+"""`meshline bench`: the validated incremental load of ../shared/bench's table, into DuckDB and Postgres.
+
+    1. ../shared/bench/gen_source.py writes crm_opportunities (1.01 M rows) into a Postgres source database
+    2. full load into a fresh DuckDB warehouse, then into a fresh Postgres warehouse
+    3. 1% of the opportunities change at the source (new change events)
+    4. incremental re-run into both
+
+Every load runs in its own process (so its peak RSS is its own) and prints one JSON line: target, phase,
+rows_read, rows_loaded, rows_superseded, rows_dead_lettered, seconds (inside the process, from the start
+of the load to its commit, imports excluded), rows_per_s, peak_rss_mb, wall_s (whole process). The lines
+also go to .bench/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from orchestration.settings import PROJECT_ROOT
+
+BENCH_CONTRACT = PROJECT_ROOT / "expectations" / "contracts" / "bench" / "crm_opportunities.yml"
+SHARED_BENCH = Path(os.environ.get("MESHLINE_SHARED_BENCH", PROJECT_ROOT.parent / "shared" / "bench"))
+PG = os.environ.get("MESHLINE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+WINDOW = (datetime(1970, 1, 1), datetime(2100, 1, 1))
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://")
+
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(_libpq(f"{PG}/postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def _recreate_db(name: str) -> str:
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _admin(f"CREATE DATABASE {name}")
+    return f"{PG}/{name}"
+
+
+def load_once(target_url: str, source_url: str, phase: str) -> dict:
+    """One load of the whole table (one window), in this process."""
+    from assets.loading import Warehouse, load_partition
+    from assets.loading.watermark import Window
+    from assets.sources import SqlSource
+    from expectations.contract import load_contract
+
+    contract = load_contract(BENCH_CONTRACT)
+    source = SqlSource(source_url, "crm_opportunities", "crm")
+    r = load_partition(Warehouse(target_url), source, contract, partition_key="all", window=Window(*WINDOW),
+                       run_id=f"bench-{phase}", lookback=timedelta(hours=1), progress=lambda m: None)
+    return {
+        "target": "duckdb" if target_url.startswith("duckdb") else "postgres", "phase": phase,
+        "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
+        "rows_dead_lettered": r.rows_dead_lettered, "seconds": round(r.seconds, 2),
+        "rows_per_s": round(r.rows_read / r.seconds) if r.seconds else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def _child(target_url: str, source_url: str, phase: str) -> dict:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "orchestration.bench", "_load", target_url, source_url, phase],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"bench load failed ({target_url.split(':')[0]}, {phase}):\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def change_one_percent(source_url: str) -> int:
+    """New change events for 1% of the opportunities, newer than anything loaded."""
+    import psycopg2
+
+    with psycopg2.connect(_libpq(source_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO crm_opportunities (opportunity_id, account_id, owner_email, stage, amount, currency,"
+            " close_date, updated_at)"
+            " SELECT opportunity_id, account_id, owner_email, 'negotiation', amount + 1, currency, close_date,"
+            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id % 3600 + 1)"
+            " FROM crm_opportunities WHERE event_id % 100 = 0")
+        return cur.rowcount
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="meshline bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000, help="distinct opportunities (default 1,000,000)")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / ".bench" / "results.jsonl")
+    p.add_argument("--targets", default="duckdb,postgres")
+    args = p.parse_args(argv)
+    gen = SHARED_BENCH / "gen_source.py"
+    if not gen.exists():
+        p.error(f"{gen} not found (set MESHLINE_SHARED_BENCH to the folder holding gen_source.py)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work = args.out.parent
+
+    print(f"generating the source table ({args.rows:,} opportunities) ...", file=sys.stderr, flush=True)
+    source_url = _recreate_db("meshline_bench_src")
+    subprocess.run([sys.executable, str(gen), _libpq(source_url), str(args.rows)], check=True,
+                   stdout=sys.stderr)
+    targets = {}
+    for t in args.targets.split(","):
+        if t == "duckdb":
+            path = work / "bench_warehouse.duckdb"
+            for f in (path, Path(str(path) + ".wal")):
+                f.unlink(missing_ok=True)
+            targets[t] = f"duckdb:///{path}"
+        elif t == "postgres":
+            targets[t] = _recreate_db("meshline_bench_wh")
+        else:
+            p.error(f"unknown target {t!r}")
+
+    results = []
+    with args.out.open("w") as fh:
+        def emit(rec: dict) -> None:
+            results.append(rec)
+            line = json.dumps(rec)
+            print(line, flush=True)
+            fh.write(line + "\n")
+
+        for url in targets.values():
+            emit(_child(url, source_url, "full"))
+        changed = change_one_percent(source_url)
+        print(f"{changed:,} change events added at the source (1%)", file=sys.stderr, flush=True)
+        for t, url in targets.items():
+            rec = _child(url, source_url, "incremental_1pct")
+            full = next(r for r in results if r["target"] == t and r["phase"] == "full")
+            rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3) if full["seconds"] else None
+            emit(rec)
+    print(f"results: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_load":
+        print(json.dumps(load_once(sys.argv[2], sys.argv[3], sys.argv[4])))
+        sys.exit(0)
+    sys.exit(main())
