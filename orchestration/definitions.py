@@ -55,7 +55,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
                                 dbt_vars={"handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600})
 
     lead_handoff_job = dg.define_asset_job(
-        LEAD_HANDOFF_JOB, selection=dg.AssetSelection.groups(lead_handoff.FLOW), partitions_def=partitions,
+        LEAD_HANDOFF_JOB, selection=dg.AssetSelection.groups(lead_handoff.FLOW),
         description="Load one day of the lead handoff flow (marketing → CRM) and run its checks.")
     dbt_job = dg.define_asset_job(
         DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
