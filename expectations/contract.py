@@ -1,15 +1,16 @@
-"""Contracts: one YAML file per boundary and version, parsed strictly.
+"""Contracts: one YAML file per boundary and version (contracts/<name>/<version>.yml), parsed strictly.
 
 A contract names its columns and their rules, the idempotency key, the change-token column, the PII
-columns, owners, severity and SLOs. An unknown key, a wrong type or a rule on a column that does not
-exist is a `ContractError` naming the file, the key and the reason: a typo must never silently turn a
-failing rule into no rule at all.
+columns, owners, severity, SLOs, an optional deprecation date and test vectors. An unknown key, a
+duplicated key, a wrong type or a rule on a column that does not exist is a `ContractError` naming the
+file, the line, the key and the reason: a typo must never silently turn a failing rule into no rule.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ NAMED_PATTERNS = {
 _TOP_KEYS = {
     "contract": str, "version": str, "description": str, "boundary": dict, "severity": str,
     "idempotency_key": str, "change_token": str, "locator": str, "owners": dict, "slos": dict,
-    "columns": dict, "test_vectors": dict,
+    "columns": dict, "test_vectors": dict, "deprecated_after": date,
 }
 _REQUIRED_TOP = ("contract", "version", "boundary", "severity", "idempotency_key", "change_token",
                  "owners", "columns")
@@ -80,7 +81,19 @@ class Contract:
     locator: str | None = None
     description: str = ""
     test_vectors: dict[str, list] = field(default_factory=dict)
+    deprecated_after: date | None = None
     path: Path | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def deprecated_on(self, day: date) -> bool:
+        return self.deprecated_after is not None and day > self.deprecated_after
 
     @property
     def column_names(self) -> list[str]:
@@ -107,8 +120,52 @@ class Contract:
         return cols + [self.locator] if self.locator and self.locator not in cols else cols
 
 
+# The line of each key of the file being parsed, so errors can name it (set by load_contract).
+_LINES: dict[tuple, int] = {}
+
+
+def _key_path(key: str) -> tuple:
+    out: list = []
+    for part in key.split("."):
+        m = re.fullmatch(r"(.*?)((?:\[\d+\])*)", part)
+        if m.group(1):
+            out.append(m.group(1))
+        out += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    return tuple(out)
+
+
 def _fail(path: Path | str, key: str, reason: str) -> ContractError:
-    return ContractError(f"{path}: {key}: {reason}")
+    where = _key_path(key)
+    while where and where not in _LINES:
+        where = where[:-1]
+    line = _LINES.get(where)
+    return ContractError(f"{path}{f':{line}' if line else ''}: {key}: {reason}")
+
+
+def _index_lines(text: str, path: Path | str) -> dict[tuple, int]:
+    """Line of every mapping key and sequence item; a key given twice in one mapping is an error (PyYAML
+    would silently keep the last one)."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, where: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for k, v in node.value:
+                here = where + (k.value,)
+                if k.value in seen:
+                    dotted = ".".join(str(x) for x in here)
+                    raise ContractError(f"{path}:{k.start_mark.line + 1}: {dotted}: duplicated key "
+                                        f"(first at line {seen[k.value]})")
+                seen[k.value] = k.start_mark.line + 1
+                lines[here] = k.start_mark.line + 1
+                walk(v, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[where + (i,)] = v.start_mark.line + 1
+                walk(v, where + (i,))
+
+    walk(yaml.compose(text), ())
+    return lines
 
 
 def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
@@ -119,6 +176,8 @@ def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
         if key not in allowed:
             raise _fail(path, where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
         want = allowed[key]
+        if want is date and not isinstance(value, date):
+            raise _fail(path, where, f"expected a date (YYYY-MM-DD), got {value!r}")
         # YAML reads 1.0 as float and 1 as int; a bool is an int in Python, so exclude it explicitly.
         if isinstance(value, bool) and want is not bool and bool not in (want if isinstance(want, tuple) else (want,)):
             raise _fail(path, where, f"expected {_type_name(want)}, got a boolean")
@@ -128,7 +187,7 @@ def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
 
 def _type_name(want) -> str:
     names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
-             dict: "a mapping"}
+             dict: "a mapping", date: "a date"}
     if isinstance(want, tuple):
         return " or ".join(sorted({names[w] for w in want}))
     return names[want]
@@ -208,23 +267,43 @@ def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
         source_table=data["boundary"]["table"], severity=data["severity"],
         idempotency_key=data["idempotency_key"], change_token=data["change_token"],
         locator=data.get("locator"), columns=tuple(columns), owners=dict(data["owners"]),
-        slos={k: float(v) for k, v in slos.items()}, test_vectors=vectors, path=Path(path),
+        slos={k: float(v) for k, v in slos.items()}, test_vectors=vectors,
+        deprecated_after=data.get("deprecated_after"), path=Path(path),
     )
 
 
-def load_contract(name_or_path: str | Path, contracts_dir: Path = CONTRACTS_DIR) -> Contract:
-    """Load a contract by name (`marketing_leads`) or by file path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = contracts_dir / f"{name_or_path}.yml"
+def parse_contract_file(path: Path) -> Contract:
+    """Parse one contract file strictly; errors name the file and the line."""
+    global _LINES
     if not path.exists():
         raise ContractError(f"{path}: no such contract file")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        lines = _index_lines(text, path)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_contract(data, path)
+    _LINES = lines
+    try:
+        return parse_contract(data, path)
+    finally:
+        _LINES = {}
+
+
+def load_contract(name_or_path: str | Path, version: str | None = None,
+                  contracts_dir: Path = CONTRACTS_DIR) -> Contract:
+    """A contract by file path, or by name (`marketing_leads`, at its pinned version unless `version`)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yml", ".yaml"):
+        return parse_contract_file(path)
+    from expectations.registry import Registry
+
+    return Registry(contracts_dir).get(str(name_or_path), version)
 
 
 def load_contracts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Contract]:
-    return {c.name: c for c in (load_contract(p) for p in sorted(contracts_dir.glob("*.yml")))}
+    """Every contract at its pinned version."""
+    from expectations.registry import Registry
+
+    reg = Registry(contracts_dir)
+    return {name: reg.get(name) for name in reg.names()}

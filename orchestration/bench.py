@@ -25,7 +25,7 @@ from pathlib import Path
 
 from orchestration.settings import PROJECT_ROOT
 
-BENCH_CONTRACT = PROJECT_ROOT / "expectations" / "contracts" / "bench" / "crm_opportunities.yml"
+BENCH_CONTRACT = PROJECT_ROOT / "expectations" / "bench" / "crm_opportunities.yml"
 SHARED_BENCH = Path(os.environ.get("MESHLINE_SHARED_BENCH", PROJECT_ROOT.parent / "shared" / "bench"))
 PG = os.environ.get("MESHLINE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 WINDOW = (datetime(1970, 1, 1), datetime(2100, 1, 1))

@@ -9,6 +9,7 @@ USAGE = """usage: meshline COMMAND [ARGS]
 commands:
   demo     simulate 14 days of the lead handoff flow with faults, load and check it through Dagster,
            build the dbt marts and print what was found (`meshline demo --help`)
+  contracts  list | show NAME | test | diff OLD NEW | compile   (`meshline contracts --help`)
   dev      the Dagster UI over MESHLINE_HOME, bound to 127.0.0.1 (`--host`, `--port` to change)
   bench    the validated incremental load of the shared benchmark table, DuckDB and Postgres
            (`meshline bench --help`)
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.demo import main as demo_main
 
         return demo_main(rest)
+    if cmd == "contracts":
+        from orchestration.contracts_cli import main as contracts_main
+
+        return contracts_main(rest)
     if cmd == "dev":
         return dev(rest)
     if cmd == "bench":

@@ -61,7 +61,7 @@ def test_compiled_suite_has_an_expectation_per_rule_with_reason_codes(name):
 
     contract = load_contract(name)
     suite = compile_suite(contract)
-    assert suite.name == suite_name(contract) == f"{name}.v{contract.version}"
+    assert suite.name == suite_name(contract) == f"{name}__v{contract.version.replace('.', '_')}"
     by_type = {}
     for exp in suite.expectations:
         by_type.setdefault(exp.expectation_type, set()).add(exp.column)
@@ -140,3 +140,38 @@ def test_reason_codes_for_each_rule_kind():
     ]
     assert v.reason_counts == {"out_of_range": 2, "invalid_format": 1, "missing_required": 1, "null_key": 1,
                                "type_mismatch": 1, "unknown_value": 1}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("  email: {type: string, required: true, pattern: email, pii: true}",
+          "  email: {type: string, required: true, patern: email, pii: true}"), r":\d+: columns.email.patern: unknown key"),
+        (("severity: standard", "severity: standard\nseverity: critical"), r":\d+: severity: duplicated key"),
+        (("  company: {type: string}", "  company: {type: string}\n  company: {type: integer}"),
+         r":\d+: columns.company: duplicated key"),
+        (("severity: standard", "severity: standard\ndeprecated_after: soon"), r":\d+: deprecated_after: expected a date"),
+    ],
+)
+def test_errors_name_file_and_line(tmp_path, edit, message):
+    from expectations.contract import parse_contract_file
+
+    text = load_contract("marketing_leads").path.read_text()
+    assert edit[0] in text
+    bad = tmp_path / "1.0.0.yml"
+    bad.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ContractError, match=message) as exc:
+        parse_contract_file(bad)
+    line = int(str(exc.value).split(":")[1])
+    offending = bad.read_text().splitlines()[line - 1]
+    key = str(exc.value).split(": ")[1].split(".")[-1]
+    assert key in offending, f"line {line} is {offending!r}"
+
+
+def test_deprecation_date_is_read():
+    from datetime import date
+
+    data = _raw("marketing_leads")
+    data["deprecated_after"] = date(2026, 6, 30)
+    c = parse_contract(data, "x.yml")
+    assert not c.deprecated_on(date(2026, 6, 30)) and c.deprecated_on(date(2026, 7, 1))
