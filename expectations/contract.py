@@ -32,7 +32,7 @@ NAMED_PATTERNS = {
 _TOP_KEYS = {
     "contract": str, "version": str, "description": str, "boundary": dict, "severity": str,
     "idempotency_key": str, "change_token": str, "locator": str, "owners": dict, "slos": dict,
-    "columns": dict, "test_vectors": dict, "deprecated_after": date,
+    "columns": dict, "test_vectors": dict, "deprecated_after": date, "ignored_columns": list,
 }
 _REQUIRED_TOP = ("contract", "version", "boundary", "severity", "idempotency_key", "change_token",
                  "owners", "columns")
@@ -82,6 +82,7 @@ class Contract:
     description: str = ""
     test_vectors: dict[str, list] = field(default_factory=dict)
     deprecated_after: date | None = None
+    ignored_columns: tuple[str, ...] = ()  # source columns known and deliberately not loaded
     path: Path | None = None
 
     @property
@@ -112,6 +113,12 @@ class Contract:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def needed(self, column: str) -> bool:
+        """A column without which a row cannot be loaded: required, the key, the token or the locator."""
+        if column in (self.idempotency_key, self.change_token, self.locator):
+            return True
+        return any(c.name == column and c.required for c in self.columns)
 
     @property
     def source_columns(self) -> list[str]:
@@ -268,7 +275,8 @@ def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
         idempotency_key=data["idempotency_key"], change_token=data["change_token"],
         locator=data.get("locator"), columns=tuple(columns), owners=dict(data["owners"]),
         slos={k: float(v) for k, v in slos.items()}, test_vectors=vectors,
-        deprecated_after=data.get("deprecated_after"), path=Path(path),
+        deprecated_after=data.get("deprecated_after"),
+        ignored_columns=tuple(str(c) for c in data.get("ignored_columns", [])), path=Path(path),
     )
 
 

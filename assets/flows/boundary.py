@@ -71,7 +71,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             f"superseded {r.rows_superseded}, dead-lettered {r.rows_dead_lettered} in {r.seconds:.2f}s")
         meta: dict = {
             "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
-            "rows_dead_lettered": r.rows_dead_lettered,
+            "rows_dead_lettered": r.rows_dead_lettered, "rows_held": r.rows_held,
             "dead_letters_by_reason": dg.MetadataValue.json(dict(r.reason_counts)),
             "watermark_from": r.watermark_from.isoformat() if r.watermark_from else "none",
             "watermark_to": r.watermark_to.isoformat() if r.watermark_to else "none",
@@ -80,6 +80,12 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         }
         if lag is not None:
             meta["lag_minutes"] = round(lag, 1)
+        if r.unknown_columns:
+            meta["unknown_source_columns"] = dg.MetadataValue.json(list(r.unknown_columns))
+            context.log.warning(f"{contract.name} {context.partition_key}: {r.rows_held} rows held: source "
+                                f"columns {list(r.unknown_columns)} are in no contract version yet")
+        if r.missing_optional:
+            meta["missing_optional_columns"] = dg.MetadataValue.json(list(r.missing_optional))
         return dg.MaterializeResult(metadata=meta)
 
     return _load
@@ -95,7 +101,8 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
     - failed, WARN: rows were dead-lettered (quarantined, replayable) but at most the contract's
       `dead_letter_rate_max` of them: what was loaded is sound, downstream may go on;
     - failed, ERROR where the contract is critical (blocking downstream in the run), WARN otherwise:
-      the suite fails on loaded rows, or the dead-letter rate breaks the SLO.
+      the suite fails on loaded rows, the dead-letter rate breaks the SLO, or rows are held because the
+      source sent columns no contract version lists (the check names them).
     """
     breach = dg.AssetCheckSeverity.ERROR if contract.critical else dg.AssetCheckSeverity.WARN
     slo = contract.slos.get("dead_letter_rate_max", 0.0)
@@ -120,17 +127,28 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             dead = dict(s.query(
                 f"SELECT reason_code, count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND"
                 " partition_key = ? AND status = 'open' GROUP BY reason_code", (contract.name, context.partition_key)))
+            held = s.query(
+                f"SELECT unknown_columns, count(*) FROM {META_SCHEMA}.held_rows WHERE asset = ? AND"
+                " partition_key = ? AND status = 'held' GROUP BY unknown_columns",
+                (contract.name, context.partition_key)) if wh.table_exists(META_SCHEMA, "held_rows") else []
         suite = validate_frame(frame, contract) if len(frame) else None
         n_dead = sum(dead.values())
+        n_held = sum(n for _, n in held)
+        held_cols = sorted({c for cols, _ in held for c in cols.split(",")})
         rate = n_dead / (n_dead + len(frame)) if (n_dead + len(frame)) else 0.0
         suite_ok = suite is None or suite.success
-        passed = n_dead == 0 and suite_ok
-        severity = dg.AssetCheckSeverity.WARN if suite_ok and rate <= slo else breach
+        passed = n_dead == 0 and n_held == 0 and suite_ok
+        severity = dg.AssetCheckSeverity.WARN if suite_ok and rate <= slo and not n_held else breach
+        description = (f"{n_dead} open dead letter(s), rate {rate:.2%} (SLO {slo:.2%}); GX suite "
+                       f"{'not run (no rows)' if suite is None else 'passed' if suite.success else 'FAILED'}")
+        if n_held:
+            description = (f"{n_held} row(s) held: source column(s) {', '.join(held_cols)} are in no version of "
+                           f"contract {contract.name}; list them in a new version to load the rows. " + description)
         return dg.AssetCheckResult(
-            passed=passed, severity=severity,
-            description=(f"{n_dead} open dead letter(s), rate {rate:.2%} (SLO {slo:.2%}); GX suite "
-                         f"{'not run (no rows)' if suite is None else 'passed' if suite.success else 'FAILED'}"),
+            passed=passed, severity=severity, description=description,
             metadata={
+                "held_rows": n_held,
+                "held_columns": dg.MetadataValue.json(held_cols),
                 "dead_letters": n_dead,
                 "dead_letters_by_reason": dg.MetadataValue.json(dead),
                 "dead_letter_rate": round(rate, 5),
@@ -142,6 +160,29 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                     dict(suite.unexpected_by_reason) if suite else {}))),
                 "contract_version": contract.version,
             },
+        )
+
+    return _check
+
+
+def deprecation_check(contract: Contract, partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    """Warns once the pinned contract version is past its deprecation date."""
+
+    @dg.asset_check(
+        asset=asset_key(contract), name=f"contract_version_{contract.name}", partitions_def=partitions_def,
+        description=f"The pinned version of contract {contract.name} is not past its deprecation date.",
+        metadata={"contract_version": contract.version,
+                  "deprecated_after": str(contract.deprecated_after) if contract.deprecated_after else "never"},
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        today = datetime.now(UTC).date()
+        past = contract.deprecated_on(today)
+        return dg.AssetCheckResult(
+            passed=not past, severity=dg.AssetCheckSeverity.WARN,
+            description=(f"{contract.ref} is deprecated since {contract.deprecated_after}: pin a newer version"
+                         if past else f"{contract.ref} is current"
+                         + (f" (deprecated after {contract.deprecated_after})" if contract.deprecated_after else "")),
+            metadata={"deprecated_after": str(contract.deprecated_after or "never"), "today": today.isoformat()},
         )
 
     return _check

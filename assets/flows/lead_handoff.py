@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, boundary_asset, contract_check
+from assets.flows.boundary import asset_key, boundary_asset, contract_check, deprecation_check
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract, load_contract
@@ -87,5 +87,6 @@ def build(partitions_def: dg.PartitionsDefinition, pool: str | None):
     marketing, crm = contracts()
     assets = [boundary_asset(c, partitions_def, pool=pool, lookback=LOOKBACK) for c in (marketing, crm)]
     checks = [contract_check(c, partitions_def, pool=pool) for c in (marketing, crm)]
+    checks += [deprecation_check(c, partitions_def) for c in (marketing, crm)]
     checks.append(handoff_reconciliation_check(partitions_def, pool))
     return assets, checks

@@ -56,12 +56,37 @@ META_DDL = [
         rows_loaded BIGINT NOT NULL,
         rows_superseded BIGINT NOT NULL,
         rows_dead_lettered BIGINT NOT NULL,
+        rows_held BIGINT NOT NULL DEFAULT 0,
         watermark_from TIMESTAMP,
         watermark_to TIMESTAMP,
         contract_version TEXT NOT NULL,
         run_id TEXT NOT NULL,
         started_at TIMESTAMP NOT NULL,
         finished_at TIMESTAMP NOT NULL
+    )""",
+]
+
+
+META_DDL += [
+    # Warehouses created before rows could be held.
+    f"ALTER TABLE {META_SCHEMA}.load_log ADD COLUMN IF NOT EXISTS rows_held BIGINT DEFAULT 0",
+    # Staged reject: rows whose source offered columns no contract version lists. Not loaded, not
+    # dropped: the record stays in the source (locator) and loads once a contract version lists them.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.held_rows (
+        hold_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        contract_version TEXT NOT NULL,
+        unknown_columns TEXT NOT NULL,
+        record_key TEXT,
+        change_token TEXT,
+        locator TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        held_at TIMESTAMP NOT NULL,
+        status TEXT NOT NULL,
+        released_by_run TEXT
     )""",
 ]
 
@@ -78,3 +103,6 @@ def ensure_tables(tx: Tx, contract: Contract) -> None:
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
     cols.append(f"PRIMARY KEY ({ident(contract.idempotency_key)})")
     tx.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})")
+    # A newer contract version may list more columns (schema drift opted into): add them, nullable.
+    for c in contract.columns:
+        tx.execute(f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}")

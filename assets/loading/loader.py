@@ -6,8 +6,17 @@
       → merge: newest change token per key wins, only strictly newer rows replace what is there
       → watermark advanced, one load_log row; commit — or roll everything back
 
+Schema drift, decided before anything is written:
+- a source that lacks a required column (or the key, token or locator) refuses the load: nothing is
+  written, the watermark does not move (`SourceSchemaError`);
+- a missing optional column is read as null;
+- a source column no contract version lists (and the contract does not ignore) holds every row read:
+  a `meshline.held_rows` record each (locator, no values), nothing loaded, watermark unmoved, so the
+  same rows load once a contract version lists the column (consumer opt-in); the hold is then released;
+- a column whose values no longer cast to the contract's type dead-letters them as `type_mismatch`.
+
 Conservation holds by construction and is asserted before commit:
-rows_read = rows_loaded + rows_superseded + rows_dead_lettered.
+rows_read = rows_loaded + rows_superseded + rows_dead_lettered + rows_held.
 """
 
 from __future__ import annotations
@@ -52,6 +61,9 @@ class LoadResult:
     rows_loaded: int = 0
     rows_superseded: int = 0
     rows_dead_lettered: int = 0
+    rows_held: int = 0
+    unknown_columns: tuple[str, ...] = ()
+    missing_optional: tuple[str, ...] = ()
     watermark_from: datetime | None = None
     watermark_to: datetime | None = None
     extract_low: datetime | None = None
@@ -63,7 +75,8 @@ class LoadResult:
 
     @property
     def conserved(self) -> bool:
-        return self.rows_read == self.rows_loaded + self.rows_superseded + self.rows_dead_lettered
+        return self.rows_read == (self.rows_loaded + self.rows_superseded + self.rows_dead_lettered
+                                  + self.rows_held)
 
 
 def _now() -> datetime:
@@ -110,6 +123,57 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
     return pa.Table.from_pylist(list(out.values()))
 
 
+def _held(typed: pa.Table, contract: Contract, unknown: tuple[str, ...], *, flow: str, asset: str,
+          partition_key: str, run_id: str, held_at: datetime, key: bytes) -> pa.Table:
+    """One hold record per row: where to re-read it, never its values."""
+    keys = typed.column(contract.idempotency_key).to_pylist()
+    tokens = typed.column(contract.change_token).to_pylist()
+    locs = typed.column(contract.locator).to_pylist() if contract.locator else [None] * typed.num_rows
+    cols = ",".join(unknown)
+    out: dict[str, dict[str, Any]] = {}
+    for k, tok, loc in zip(keys, tokens, locs, strict=True):
+        locator = json.dumps({"system": contract.source_system, "table": contract.source_table,
+                              "key": None if k is None else str(k),
+                              "change_token": None if tok is None else tok.isoformat(),
+                              contract.locator or "row": None if loc is None else str(loc)}, sort_keys=True)
+        hold_id = hmac.new(key, f"{asset}|{locator}|{cols}".encode(), hashlib.sha256).hexdigest()[:32]
+        out[hold_id] = {
+            "hold_id": hold_id, "flow": flow, "asset": asset, "partition_key": partition_key,
+            "contract": contract.name, "contract_version": contract.version, "unknown_columns": cols,
+            "record_key": None if k is None else str(k),
+            "change_token": None if tok is None else tok.isoformat(), "locator": locator, "run_id": run_id,
+            "held_at": held_at, "status": "held",
+        }
+    return pa.Table.from_pylist(list(out.values()))
+
+
+def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
+    """Insert rows whose `key` is not there yet (re-runs write nothing twice)."""
+    _temp(tx, "_ml_new", ", ".join(
+        f"{n} {'TIMESTAMP' if pa.types.is_timestamp(rows.schema.field(n).type) else 'TEXT'}"
+        for n in rows.column_names))
+    tx.insert_arrow("_ml_new", rows)
+    names = ", ".join(rows.column_names)
+    tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
+
+
+def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """(columns to read, missing optional columns, unknown columns), or `SourceSchemaError` when the
+    source lacks a column no row can be loaded without."""
+    offered = source.columns()
+    offered_set = set(offered)
+    wanted = contract.source_columns
+    missing = [c for c in wanted if c not in offered_set]
+    refused = [c for c in missing if contract.needed(c)]
+    if refused:
+        raise SourceSchemaError(
+            f"{source.system}.{source.table} lacks column(s) {refused} that contract {contract.name} "
+            f"{contract.version} requires; nothing was loaded and the watermark did not move")
+    known = set(wanted) | set(contract.ignored_columns)
+    unknown = tuple(c for c in offered if c not in known)
+    return [c for c in wanted if c in offered_set], tuple(missing), unknown
+
+
 def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
     return tx.scalar(f"SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?",
                      (asset, partition_key))
@@ -136,17 +200,15 @@ def load_partition(
     """
     asset = contract.name
     say = progress or log.info
-    # Preflight: the source must offer every contract column, or nothing is written.
-    offered = set(source.columns())
-    missing = [c for c in contract.source_columns if c not in offered]
-    if missing:
-        raise SourceSchemaError(
-            f"{source.system}.{source.table} lacks column(s) {missing} that contract {contract.name} "
-            f"{contract.version} requires; nothing was loaded and the watermark did not move")
+    read_cols, missing_optional, unknown = preflight(source, contract)
 
     result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
                         partition_key=partition_key, contract_version=contract.version,
-                        started_at=_now())
+                        started_at=_now(), unknown_columns=unknown, missing_optional=missing_optional)
+    if unknown:
+        say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
+            f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
+            "version lists them")
     t0 = time.perf_counter()
     key = redaction_key()
     raw_t = raw_table(contract)
@@ -164,9 +226,20 @@ def load_partition(
         max_token = None
         row_no = 0
         dead_letters: list[pa.Table] = []
-        for chunk in source.extract(contract.source_columns, contract.change_token, bounds.low,
+        holds: list[pa.Table] = []
+        for chunk in source.extract(read_cols, contract.change_token, bounds.low,
                                     bounds.inclusive, bounds.high, chunk_rows):
             n = chunk.num_rows
+            for col in missing_optional:
+                chunk = chunk.append_column(col, pa.nulls(n))
+            if unknown:
+                verdicts = evaluate(chunk, contract)
+                holds.append(_held(verdicts.table, contract, unknown, flow=contract.boundary_flow, asset=asset,
+                                   partition_key=partition_key, run_id=run_id, held_at=result.started_at,
+                                   key=key))
+                result.rows_read += n
+                result.rows_held += n
+                continue
             verdicts = evaluate(chunk, contract)
             typed = verdicts.table.append_column("_row_no", pa.array(range(row_no, row_no + n), pa.int64()))
             row_no += n
@@ -197,7 +270,7 @@ def load_partition(
             f" WHERE s._rn = 1 AND NOT EXISTS ("
             f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
         result.rows_loaded = int(tx.scalar("SELECT count(*) FROM _ml_latest"))
-        valid = result.rows_read - result.rows_dead_lettered
+        valid = result.rows_read - result.rows_dead_lettered - result.rows_held
         result.rows_superseded = valid - result.rows_loaded
 
         prov_cols = list(PROVENANCE)
@@ -210,13 +283,15 @@ def load_partition(
             (contract.source_system, run_id, contract.version, result.started_at))
 
         if dead_letters:
-            dl = pa.concat_tables(dead_letters)
-            _temp(tx, "_ml_dead", ", ".join(f"{n} {'TIMESTAMP' if n == 'first_seen_at' else 'TEXT'}"
-                                            for n in dl.column_names))
-            tx.insert_arrow("_ml_dead", dl)
-            names = ", ".join(dl.column_names)
-            tx.execute(f"INSERT INTO {META_SCHEMA}.dead_letters ({names}) SELECT {names} FROM _ml_dead"
-                       f" ON CONFLICT (dead_letter_id) DO NOTHING")
+            _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id", pa.concat_tables(dead_letters))
+        if holds:
+            _insert_new(tx, f"{META_SCHEMA}.held_rows", "hold_id", pa.concat_tables(holds))
+            max_token = None  # held rows must be read again: the watermark stays where it was
+        else:
+            # The source no longer offers unknown columns (a contract version now lists them): the rows
+            # held for this partition were read again by this load, so their hold is over.
+            tx.execute(f"UPDATE {META_SCHEMA}.held_rows SET status = 'released', released_by_run = ?"
+                       " WHERE asset = ? AND partition_key = ? AND status = 'held'", (run_id, asset, partition_key))
 
         wm_to = advance(wm_from, max_token)
         result.watermark_to = wm_to
@@ -230,13 +305,14 @@ def load_partition(
         if not result.conserved:  # a bug, never a data condition: refuse to commit
             raise LoadError(f"conservation broken for {asset} {partition_key}: read {result.rows_read} != "
                             f"loaded {result.rows_loaded} + superseded {result.rows_superseded} + "
-                            f"dead-lettered {result.rows_dead_lettered}")
+                            f"dead-lettered {result.rows_dead_lettered} + held {result.rows_held}")
         tx.execute(
             f"INSERT INTO {META_SCHEMA}.load_log (load_id, flow, asset, partition_key, rows_read, rows_loaded,"
-            " rows_superseded, rows_dead_lettered, watermark_from, watermark_to, contract_version, run_id,"
-            " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " rows_superseded, rows_dead_lettered, rows_held, watermark_from, watermark_to, contract_version,"
+            " run_id, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (result.load_id, result.flow, asset, partition_key, result.rows_read, result.rows_loaded,
-             result.rows_superseded, result.rows_dead_lettered, wm_from, wm_to, contract.version, run_id,
+             result.rows_superseded, result.rows_dead_lettered, result.rows_held, wm_from, wm_to,
+             contract.version, run_id,
              result.started_at, result.finished_at))
         if before_commit is not None:
             before_commit(tx)
