@@ -9,7 +9,8 @@ USAGE = """usage: meshline COMMAND [ARGS]
 commands:
   demo     simulate 14 days of the lead handoff flow with faults, load and check it through Dagster,
            build the dbt marts and print what was found (`meshline demo --help`)
-  contracts  list | show NAME | test | diff OLD NEW | compile   (`meshline contracts --help`)
+  contracts  list | show NAME | test | diff OLD NEW | compile | publish | docs
+           (`meshline contracts --help`)
   dev      the Dagster UI over MESHLINE_HOME, bound to 127.0.0.1 (`--host`, `--port` to change)
   bench    the validated incremental load of the shared benchmark table, DuckDB and Postgres
            (`meshline bench --help`)

@@ -1,4 +1,5 @@
-"""`meshline contracts list | show NAME[@VERSION] | test [NAME] | diff OLD NEW | compile [NAME] [--out DIR]`.
+"""`meshline contracts list | show NAME[@VERSION] | test [NAME] | diff OLD NEW | compile [NAME] [--out DIR]
+| publish | docs`.
 
 OLD and NEW are `name@version` or paths to contract files. Everything here validates contracts but
 loads no data; `test` and `compile` import Great Expectations (seconds).
@@ -153,6 +154,42 @@ def cmd_compile(reg: Registry, args) -> int:
     return 0
 
 
+def publish(reg: Registry, warehouse_url: str) -> int:
+    """Write every version of every contract (pinned or not) to meshline.contracts. Returns rows written."""
+    from assets.loading.ddl import META_DDL, upsert_contract
+    from assets.loading.warehouse import Warehouse
+
+    pins = reg.pins()
+    contracts = reg.all_versions()
+    with Warehouse(warehouse_url).transaction() as tx:
+        for stmt in META_DDL:
+            tx.execute(stmt)
+        for c in contracts:
+            upsert_contract(tx, c, pinned=pins.get(c.name, reg.pinned(c.name)) == c.version)
+    return len(contracts)
+
+
+def build_docs(reg: Registry, home: Path) -> str:
+    from expectations.docs import DataDocs
+
+    return DataDocs(home).build(reg.get(n) for n in reg.names())
+
+
+def cmd_publish(reg: Registry, args) -> int:
+    from orchestration.settings import Settings
+
+    n = publish(reg, Settings.from_env().warehouse_url)
+    print(f"{n} contract version(s) written to meshline.contracts")
+    return 0
+
+
+def cmd_docs(reg: Registry, args) -> int:
+    from orchestration.settings import Settings
+
+    print(build_docs(reg, Settings.from_env().home))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="meshline contracts", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,11 +206,13 @@ def main(argv: list[str]) -> int:
     s = sub.add_parser("compile", help="the GX suite(s) as JSON")
     s.add_argument("ref", nargs="?")
     s.add_argument("--out", type=Path, help="write one JSON file per suite here instead of printing")
+    sub.add_parser("publish", help="write the registry (owners, severities, SLOs) to meshline.contracts")
+    sub.add_parser("docs", help="build the Great Expectations Data Docs site under MESHLINE_HOME")
     args = p.parse_args(argv)
     reg = Registry(args.root) if args.root else Registry()
     try:
         return {"list": cmd_list, "show": cmd_show, "test": cmd_test, "diff": cmd_diff,
-                "compile": cmd_compile}[args.cmd](reg, args)
+                "compile": cmd_compile, "publish": cmd_publish, "docs": cmd_docs}[args.cmd](reg, args)
     except ContractError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

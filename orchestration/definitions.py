@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_cli, dbt_project
 from assets.flows import lead_handoff
-from orchestration.resources import SourcesResource, WarehouseResource
+from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from orchestration.settings import DBT_PROJECT_DIR, Settings
 
 LEAD_HANDOFF_JOB = "lead_handoff_job"
@@ -77,6 +77,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         resources={
             "warehouse": WarehouseResource(url=settings.warehouse_url),
             "sources": SourcesResource(urls=source_urls(settings)),
+            "data_docs": DataDocsResource(root=str(settings.home)),
             "dbt": dbt_cli(project),
         },
     )

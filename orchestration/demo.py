@@ -115,6 +115,11 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
                                                                 run_config=QUIET)
     failed_tests = [e.check_name for e in dbt_res.get_asset_check_evaluations() if not e.passed]
 
+    from expectations.registry import Registry
+    from orchestration.contracts_cli import build_docs, publish
+
+    publish(Registry(), settings.warehouse_url)
+    docs_url = build_docs(Registry(), settings.home)
     mart = _mart_counts(settings)
     for key, counts in mart.items():
         if key in rows:
@@ -135,9 +140,12 @@ Where to look next
   warehouse                   {_safe_url(settings.warehouse_url)}
                               marts.lead_handoff (handoff_status), meshline.dead_letters (redacted),
                               meshline.load_log, meshline.watermarks
+  Data Docs                   {docs_url}
+                              every contract suite and the latest validation of each check
+  contracts                   meshline contracts list | show NAME | test | diff OLD NEW
   ground truth                {sandbox.paths.ground_truth}""")
     return {"rows": rows, "totals": totals, "dbt_success": dbt_res.success and not failed_tests,
-            "truth": truth}
+            "truth": truth, "docs_url": docs_url}
 
 
 def _safe_url(url: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dagster import ConfigurableResource
 
 from assets.loading.warehouse import Warehouse
 from assets.sources import SqlSource
 from expectations.contract import Contract
+from expectations.docs import DataDocs
 
 
 class WarehouseResource(ConfigurableResource):
@@ -30,3 +33,12 @@ class SourcesResource(ConfigurableResource):
             raise KeyError(f"no source configured for system {contract.source_system!r} "
                            f"(contract {contract.name}); configured: {sorted(self.urls)}") from None
         return SqlSource(url, contract.source_table, contract.source_system)
+
+
+class DataDocsResource(ConfigurableResource):
+    """Where Great Expectations keeps its suites, validation results and the Data Docs site."""
+
+    root: str
+
+    def get(self) -> DataDocs:
+        return DataDocs(Path(self.root))

@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.flows import lead_handoff
 from assets.loading.warehouse import Warehouse
-from orchestration.resources import SourcesResource, WarehouseResource
+from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 
 RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "updated_at_wm"}
 TABLES = {
@@ -44,6 +44,7 @@ def lead_handoff_defs(url: str, sandbox, start: str = "2026-01-01"):
     resources = {
         "warehouse": WarehouseResource(url=url),
         "sources": SourcesResource(urls={"marketing_automation": sandbox.marketing_url, "crm": sandbox.crm_url}),
+        "data_docs": DataDocsResource(root=str(sandbox.paths.root.parent / "docs")),
     }
     return assets, checks, resources
 

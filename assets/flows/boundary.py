@@ -109,13 +109,11 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
 
     @dg.asset_check(
         asset=asset_key(contract), name=f"contract_{contract.name}", partitions_def=partitions_def,
-        blocking=contract.critical, pool=pool, required_resource_keys={"warehouse"},
+        blocking=contract.critical, pool=pool, required_resource_keys={"warehouse", "data_docs"},
         description=f"Contract {contract.name} v{contract.version}: GX suite on loaded rows, no open dead letters.",
         metadata={"contract_version": contract.version, "severity": contract.severity},
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        from expectations.validation import validate_frame  # imports great_expectations: only here
-
         wh = context.resources.warehouse.get()
         window = daily_window(context.partition_key)
         tok = ident(contract.change_token)
@@ -131,7 +129,8 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                 f"SELECT unknown_columns, count(*) FROM {META_SCHEMA}.held_rows WHERE asset = ? AND"
                 " partition_key = ? AND status = 'held' GROUP BY unknown_columns",
                 (contract.name, context.partition_key)) if wh.table_exists(META_SCHEMA, "held_rows") else []
-        suite = validate_frame(frame, contract) if len(frame) else None
+        # The GX suite, stored with its Data Docs page (imports great_expectations: only here).
+        suite = context.resources.data_docs.get().validate(frame, contract) if len(frame) else None
         n_dead = sum(dead.values())
         n_held = sum(n for _, n in held)
         held_cols = sorted({c for cols, _ in held for c in cols.split(",")})
@@ -159,6 +158,7 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                 "gx_unexpected_by_reason": dg.MetadataValue.json(json.loads(json.dumps(
                     dict(suite.unexpected_by_reason) if suite else {}))),
                 "contract_version": contract.version,
+                **({"data_docs": dg.MetadataValue.url(suite.docs_url)} if suite and suite.docs_url else {}),
             },
         )
 

@@ -91,6 +91,64 @@ META_DDL += [
 ]
 
 
+META_DDL.append(
+    # The registry as data: who owns each contract version, how severe it is, its SLOs. Marts and
+    # reports join on it. `pinned` comes from publishing the registry; `last_loaded_at` from loads.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.contracts (
+        contract TEXT NOT NULL,
+        version TEXT NOT NULL,
+        pinned BOOLEAN,
+        severity TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        source_system TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        change_token TEXT NOT NULL,
+        owner_contract TEXT,
+        owner_execution TEXT,
+        owner_business TEXT,
+        freshness_hours DOUBLE PRECISION,
+        dead_letter_rate_max DOUBLE PRECISION,
+        deprecated_after DATE,
+        pii_columns TEXT NOT NULL,
+        columns_json TEXT NOT NULL,
+        last_loaded_at TIMESTAMP,
+        PRIMARY KEY (contract, version)
+    )""")
+
+_CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
+                  "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
+                  "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")
+
+
+def _contract_row(c: Contract) -> tuple:
+    import json
+
+    cols = [{"name": col.name, "type": col.type, "required": col.required, "pii": col.pii,
+             "pattern": col.pattern, "allowed_values": list(col.allowed_values) if col.allowed_values else None,
+             "min": col.min, "max": col.max} for col in c.columns]
+    return (c.name, c.version, c.severity, c.boundary_flow, c.source_system, c.source_table, c.idempotency_key,
+            c.change_token, c.owners.get("contract"), c.owners.get("execution"), c.owners.get("business"),
+            c.slos.get("freshness_hours"), c.slos.get("dead_letter_rate_max"), c.deprecated_after,
+            ",".join(c.pii_columns), json.dumps(cols, sort_keys=True))
+
+
+def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, loaded_at=None) -> None:
+    """Write one contract version's row; `pinned` and `last_loaded_at` are only set when given."""
+    extra_cols, extra_vals = [], []
+    if pinned is not None:
+        extra_cols.append("pinned")
+        extra_vals.append(pinned)
+    if loaded_at is not None:
+        extra_cols.append("last_loaded_at")
+        extra_vals.append(loaded_at)
+    cols = list(_CONTRACT_COLS) + extra_cols
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("contract", "version"))
+    tx.execute(f"INSERT INTO {META_SCHEMA}.contracts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+               f" ON CONFLICT (contract, version) DO UPDATE SET {updates}",
+               (*_contract_row(contract), *extra_vals))
+
+
 def raw_table(contract: Contract) -> str:
     return f"{RAW_SCHEMA}.{ident(contract.name)}"
 

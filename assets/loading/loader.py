@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table
+from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table, upsert_contract
 from assets.loading.redaction import redact_row, redaction_key
 from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
@@ -302,6 +302,7 @@ def load_partition(
                 f" watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at",
                 (asset, partition_key, wm_to, run_id, _now()))
         result.finished_at = _now()
+        upsert_contract(tx, contract, loaded_at=result.finished_at)
         if not result.conserved:  # a bug, never a data condition: refuse to commit
             raise LoadError(f"conservation broken for {asset} {partition_key}: read {result.rows_read} != "
                             f"loaded {result.rows_loaded} + superseded {result.rows_superseded} + "

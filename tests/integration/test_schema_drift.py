@@ -15,7 +15,7 @@ from assets.loading import Warehouse
 from assets.loading.watermark import daily_window
 from expectations import load_contract
 from expectations.contract import Column
-from orchestration.resources import SourcesResource, WarehouseResource
+from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from tests.helpers import day_keys, snapshot
 
 PARTS = dg.DailyPartitionsDefinition(start_date="2026-01-01")
@@ -27,7 +27,8 @@ def _run(url, sandbox, contract, key):
         [boundary_asset(contract, PARTS, pool=None, lookback=timedelta(hours=6)), contract_check(contract, PARTS, pool=None)],
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
         resources={"warehouse": WarehouseResource(url=url),
-                   "sources": SourcesResource(urls={"marketing_automation": sandbox.marketing_url})})
+                   "sources": SourcesResource(urls={"marketing_automation": sandbox.marketing_url}),
+                   "data_docs": DataDocsResource(root=str(sandbox.paths.root.parent / "docs"))})
     mats = res.get_asset_materialization_events()
     md = {k: v.value for k, v in mats[0].materialization.metadata.items()} if mats else None
     check = res.get_asset_check_evaluations()
