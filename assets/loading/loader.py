@@ -161,8 +161,10 @@ def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str,
     """(columns to read, missing optional columns, unknown columns), or `SourceSchemaError` when the
     source lacks a column no row can be loaded without."""
     offered = source.columns()
-    offered_set = set(offered)
     wanted = contract.source_columns
+    if offered is None:  # the source cannot say (an API with no records yet): read what the contract names
+        return wanted, (), ()
+    offered_set = set(offered)
     missing = [c for c in wanted if c not in offered_set]
     refused = [c for c in missing if contract.needed(c)]
     if refused:

@@ -19,8 +19,9 @@ class Source(ABC):
     table: str
 
     @abstractmethod
-    def columns(self) -> list[str]:
-        """The columns the source offers now (preflight: a contract column missing here refuses the load)."""
+    def columns(self) -> list[str] | None:
+        """The columns the source offers now (preflight: a required column missing refuses the load, an
+        unknown one holds the rows). None when the source cannot tell (e.g. an API with no records)."""
 
     @abstractmethod
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,

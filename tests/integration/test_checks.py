@@ -85,3 +85,29 @@ def test_contract_check_breaking_the_slo_is_blocking_error(tmp_path, check_name)
     assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
     assert ev.metadata["dead_letter_rate"].value > ev.metadata["dead_letter_rate_slo"].value
     assert not res.success  # the blocking check failed the run
+
+
+def test_a_pinned_version_past_its_deprecation_date_fires_a_warning_check(tmp_path):
+    import dataclasses
+    from datetime import date, timedelta
+
+    from assets.flows.boundary import deprecation_check
+    from expectations import load_contract
+
+    parts = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+    base = load_contract("crm_leads")
+    results = {}
+    for label, when in (("past", date.today() - timedelta(days=1)), ("future", date.today() + timedelta(days=30)),
+                        ("never", None)):
+        contract = dataclasses.replace(base, deprecated_after=when)
+
+        @dg.asset(key=["raw", "crm_leads"], partitions_def=parts)
+        def stub() -> None:
+            return None
+
+        res = dg.materialize([stub, deprecation_check(contract, parts)], partition_key="2026-03-01",
+                             instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        results[label] = res.get_asset_check_evaluations()[0]
+    assert not results["past"].passed and results["past"].severity == dg.AssetCheckSeverity.WARN
+    assert "deprecated since" in results["past"].description
+    assert results["future"].passed and results["never"].passed
