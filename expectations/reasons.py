@@ -45,3 +45,4 @@ class ReasonCode(StrEnum):
     INVALID_FORMAT = "invalid_format"  # the value does not match the column's pattern
     UNKNOWN_VALUE = "unknown_value"  # the value is not one of the allowed values
     OUT_OF_RANGE = "out_of_range"  # the value is outside the column's range
+    MALFORMED_RECORD = "malformed_record"  # the source record could not be parsed at all (file, line)

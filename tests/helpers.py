@@ -8,12 +8,13 @@ from assets.flows import lead_handoff
 from assets.loading.warehouse import Warehouse
 from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 
-RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "updated_at_wm"}
+RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "loaded_at"}
 TABLES = {
     "raw.marketing_leads": "lead_id",
     "raw.crm_leads": "crm_lead_id",
     "meshline.dead_letters": "dead_letter_id",
     "meshline.watermarks": "asset, partition_key",
+    "meshline.file_manifest": "checksum, asset, partition_key",
 }
 
 

@@ -116,6 +116,20 @@ META_DDL.append(
         PRIMARY KEY (contract, version)
     )""")
 
+META_DDL.append(
+    # File drops: which file (by content checksum) was delivered to which asset partition, so the same
+    # file dropped again, under any name, is never loaded twice.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.file_manifest (
+        checksum TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        records BIGINT NOT NULL,
+        run_id TEXT NOT NULL,
+        loaded_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (checksum, asset, partition_key)
+    )""")
+
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")

@@ -123,6 +123,27 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
     return pa.Table.from_pylist(list(out.values()))
 
 
+def _unparsable(broken, contract: Contract, *, asset: str, partition_key: str, run_id: str,
+                seen_at: datetime, key: bytes) -> pa.Table:
+    """Dead letters for records that never parsed: located by file and line, the text redacted whole."""
+    from assets.loading.redaction import redact_value
+
+    out = {}
+    for m in broken:
+        locator = json.dumps({"system": contract.source_system, "table": contract.source_table,
+                              "file": m.file, "line": m.line}, sort_keys=True)
+        dl_id = hmac.new(key, f"{asset}|{locator}".encode(), hashlib.sha256).hexdigest()[:32]
+        out[dl_id] = {
+            "dead_letter_id": dl_id, "flow": contract.boundary_flow, "asset": asset, "partition_key": partition_key,
+            "contract": contract.name, "contract_version": contract.version, "reason_code": "malformed_record",
+            "reasons": f"malformed_record:{m.error}"[:500], "source_system": contract.source_system,
+            "source_table": contract.source_table, "record_key": None, "change_token": None, "locator": locator,
+            "payload": json.dumps({"file": m.file, "line": m.line, "content": redact_value(m.raw, key)}),
+            "run_id": run_id, "first_seen_at": seen_at, "status": "open",
+        }
+    return pa.Table.from_pylist(list(out.values()))
+
+
 def _held(typed: pa.Table, contract: Contract, unknown: tuple[str, ...], *, flow: str, asset: str,
           partition_key: str, run_id: str, held_at: datetime, key: bytes) -> pa.Table:
     """One hold record per row: where to re-read it, never its values."""
@@ -221,7 +242,8 @@ def load_partition(
     with warehouse.transaction() as tx:
         ensure_tables(tx, contract)
         wm_from = read_watermark(tx, asset, partition_key)
-        bounds = extract_bounds(window, wm_from, lookback, full_refresh)
+        bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
+        source.begin(tx, asset, partition_key)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
         _temp(tx, "_ml_stage", _stage_ddl(contract))
 
@@ -262,6 +284,14 @@ def load_partition(
                 say(f"{asset} {partition_key}: {result.rows_read:,} rows read, "
                     f"{result.rows_dead_lettered:,} dead-lettered so far")
 
+        broken = source.malformed()
+        if broken:
+            dead_letters.append(_unparsable(broken, contract, asset=asset, partition_key=partition_key,
+                                            run_id=run_id, seen_at=result.started_at, key=key))
+            result.rows_read += len(broken)
+            result.rows_dead_lettered += len(broken)
+            result.reason_counts["malformed_record"] += len(broken)
+
         # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
         # re-run (equal tokens) and a late, older version (smaller token) both change nothing.
         _temp(tx, "_ml_latest", _stage_ddl(contract))
@@ -285,7 +315,8 @@ def load_partition(
             (contract.source_system, run_id, contract.version, result.started_at))
 
         if dead_letters:
-            _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id", pa.concat_tables(dead_letters))
+            _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id",
+                        pa.concat_tables(dead_letters, promote_options="default"))
         if holds:
             _insert_new(tx, f"{META_SCHEMA}.held_rows", "hold_id", pa.concat_tables(holds))
             max_token = None  # held rows must be read again: the watermark stays where it was
@@ -295,6 +326,7 @@ def load_partition(
             tx.execute(f"UPDATE {META_SCHEMA}.held_rows SET status = 'released', released_by_run = ?"
                        " WHERE asset = ? AND partition_key = ? AND status = 'held'", (run_id, asset, partition_key))
 
+        source.finish(tx, asset, partition_key, run_id)
         wm_to = advance(wm_from, max_token)
         result.watermark_to = wm_to
         if wm_to is not None and wm_to != wm_from:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A record the source could not even parse (a broken JSON line, a CSV row of the wrong width)."""
+
+    file: str
+    line: int
+    error: str
+    raw: str  # the raw text; the loader redacts all of it
 
 
 class Source(ABC):
@@ -17,6 +28,19 @@ class Source(ABC):
 
     system: str
     table: str
+    # Sources whose records can arrive with any change token (file drops) say False: each load reads
+    # the whole window, and the source itself skips what it already delivered.
+    uses_watermark: bool = True
+
+    def begin(self, tx, asset: str, partition_key: str) -> None:  # noqa: B027 - optional hook
+        """Called inside the load's transaction before extracting (file drops read their manifest)."""
+
+    def malformed(self) -> list[Malformed]:
+        """Records of the last extract that could not be parsed; the loader dead-letters them."""
+        return []
+
+    def finish(self, tx, asset: str, partition_key: str, run_id: str) -> None:  # noqa: B027 - optional hook
+        """Called inside the load's transaction after writing (file drops record what they delivered)."""
 
     @abstractmethod
     def columns(self) -> list[str] | None:
