@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_cli, dbt_project
 from assets.flows import lead_handoff
+from orchestration.config import Config, ConfigError, load_config
 from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from orchestration.settings import DBT_PROJECT_DIR, Settings
 
@@ -22,18 +23,30 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=settings.partition_start, end_offset=0)
 
 
-def source_urls(settings: Settings) -> dict[str, str]:
-    """Source systems: the sandbox's simulated databases under MESHLINE_HOME unless overridden by
-    MESHLINE_SOURCE_<SYSTEM>_URL (e.g. MESHLINE_SOURCE_CRM_URL)."""
+def sandbox_urls(settings: Settings) -> dict[str, str]:
+    """The simulated source systems under MESHLINE_HOME, by system name."""
     from assets.sandbox import LeadHandoffSandbox
 
     sb = LeadHandoffSandbox(settings.sandbox_dir)
-    urls = {"marketing_automation": sb.marketing_url, "crm": sb.crm_url}
-    for system in list(urls):
-        override = os.environ.get(f"MESHLINE_SOURCE_{system.upper()}_URL")
-        if override:
-            urls[system] = override
-    return urls
+    return {"marketing_automation": sb.marketing_url, "crm": sb.crm_url}
+
+
+def source_specs(settings: Settings, config: Config) -> dict[str, dict]:
+    """Each boundary's source spec from meshline.yaml, with `url: sandbox` resolved."""
+    from expectations.registry import Registry
+
+    reg, sandbox = Registry(), sandbox_urls(settings)
+    specs = {}
+    for b in config.boundaries.values():
+        spec = dict(b.source)
+        if spec.get("kind") == "sql" and spec.get("url") == "sandbox":
+            system = reg.get(b.contract, b.contract_version).source_system
+            if system not in sandbox:
+                raise ConfigError(f"{config.path}: flows.{b.flow}.boundaries.{b.name}.source.url: the sandbox "
+                                  f"simulates no system {system!r} (it has {', '.join(sandbox)})")
+            spec["url"] = sandbox[system]
+        specs[b.name] = spec
+    return specs
 
 
 @dg.run_failure_sensor(name="run_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING)
@@ -48,8 +61,9 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     os.environ.update(settings.dbt_env())  # the dbt profile reads its target and connection from these
     partitions = daily_partitions(settings)
     pool = settings.warehouse_pool
+    config = load_config(settings.config_path)
 
-    lh_assets, lh_checks = lead_handoff.build(partitions, pool)
+    lh_assets, lh_checks = lead_handoff.build(partitions, pool, config.flow_boundaries(lead_handoff.FLOW))
     project = dbt_project(DBT_PROJECT_DIR, settings.dbt_target)
     dbt_defs = build_dbt_assets(project, pool=pool,
                                 dbt_vars={"handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600})
@@ -76,7 +90,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         sensors=[run_failure_alert],
         resources={
             "warehouse": WarehouseResource(url=settings.warehouse_url),
-            "sources": SourcesResource(urls=source_urls(settings)),
+            "sources": SourcesResource(boundaries=source_specs(settings, config)),
             "data_docs": DataDocsResource(root=str(settings.home)),
             "dbt": dbt_cli(project),
         },

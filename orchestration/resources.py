@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource
 
 from assets.loading.warehouse import Warehouse
-from assets.sources import SqlSource
+from assets.sources import Source, build_source
 from expectations.contract import Contract
 from expectations.docs import DataDocs
 
@@ -22,17 +23,17 @@ class WarehouseResource(ConfigurableResource):
 
 
 class SourcesResource(ConfigurableResource):
-    """Where each source system lives: a SQL URL per system name (as contracts name them)."""
+    """Where each boundary's source lives: boundary name → source spec (meshline.yaml's `source:`)."""
 
-    urls: dict[str, str]
+    boundaries: dict[str, dict[str, Any]]
 
-    def source(self, contract: Contract) -> SqlSource:
+    def source(self, contract: Contract) -> Source:
         try:
-            url = self.urls[contract.source_system]
+            spec = self.boundaries[contract.name]
         except KeyError:
-            raise KeyError(f"no source configured for system {contract.source_system!r} "
-                           f"(contract {contract.name}); configured: {sorted(self.urls)}") from None
-        return SqlSource(url, contract.source_table, contract.source_system)
+            raise KeyError(f"no source configured for boundary {contract.name!r}; "
+                           f"configured: {sorted(self.boundaries)}") from None
+        return build_source(spec, system=contract.source_system, table=contract.source_table)
 
 
 class DataDocsResource(ConfigurableResource):

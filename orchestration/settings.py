@@ -4,6 +4,7 @@
     MESHLINE_WAREHOUSE_URL   duckdb:///PATH (default: $MESHLINE_HOME/warehouse.duckdb) or
                              postgresql+psycopg2://USER[:PASSWORD]@HOST:PORT/DB
     MESHLINE_PARTITION_START first daily partition (default 2026-01-01)
+    MESHLINE_CONFIG          flows, boundaries and sources (default ./meshline.yaml)
     MESHLINE_REDACTION_KEY   key for redacting PII in dead letters and logs (required when the warehouse
                              is Postgres; the embedded default falls back to a development key)
 
@@ -46,6 +47,7 @@ class Settings:
     home: Path
     warehouse_url: str
     partition_start: str = "2026-01-01"
+    config_path: Path = PROJECT_ROOT / "meshline.yaml"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,7 +61,8 @@ class Settings:
             raise ValueError(f"MESHLINE_WAREHOUSE_URL: unsupported URL {url!r} "
                              "(duckdb:///ABSOLUTE/PATH or postgresql+psycopg2://...)")
         return cls(home=home, warehouse_url=url,
-                   partition_start=env.get("MESHLINE_PARTITION_START", "2026-01-01"))
+                   partition_start=env.get("MESHLINE_PARTITION_START", "2026-01-01"),
+                   config_path=Path(env.get("MESHLINE_CONFIG") or PROJECT_ROOT / "meshline.yaml").resolve())
 
     @property
     def dialect(self) -> str:

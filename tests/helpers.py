@@ -44,7 +44,9 @@ def lead_handoff_defs(url: str, sandbox, start: str = "2026-01-01"):
     assets, checks = lead_handoff.build(partitions, pool=None)
     resources = {
         "warehouse": WarehouseResource(url=url),
-        "sources": SourcesResource(urls={"marketing_automation": sandbox.marketing_url, "crm": sandbox.crm_url}),
+        "sources": SourcesResource(boundaries={
+            "marketing_leads": {"kind": "sql", "url": sandbox.marketing_url, "table": "marketing_leads"},
+            "crm_leads": {"kind": "sql", "url": sandbox.crm_url, "table": "crm_leads"}}),
         "data_docs": DataDocsResource(root=str(sandbox.paths.root.parent / "docs")),
     }
     return assets, checks, resources

@@ -1,6 +1,23 @@
 """Source connectors. Every source reads a table's rows inside a change-token window, in Arrow chunks."""
 
-from assets.sources.base import Source
+from typing import Any
+
+from assets.sources.base import Malformed, Source
+from assets.sources.files import FileDropSource
+from assets.sources.http import HttpSource
 from assets.sources.sql import SqlSource
 
-__all__ = ["Source", "SqlSource"]
+__all__ = ["FileDropSource", "HttpSource", "Malformed", "Source", "SqlSource", "build_source"]
+
+
+def build_source(spec: dict[str, Any], *, system: str, table: str) -> Source:
+    """A source from its configuration (meshline.yaml's `source:` block, env references resolved)."""
+    kind = spec.get("kind", "sql")
+    opts = {k: v for k, v in spec.items() if k != "kind"}
+    if kind == "sql":
+        return SqlSource(opts["url"], opts.get("table", table), system)
+    if kind == "http":
+        return HttpSource(opts.pop("base_url"), opts.pop("path"), system=system, table=table, **opts)
+    if kind == "files":
+        return FileDropSource(opts["folder"], system=system, table=table, pattern=opts.get("pattern", "*"))
+    raise ValueError(f"unknown source kind {kind!r} (sql, http, files)")

@@ -27,7 +27,8 @@ def _run(url, sandbox, contract, key):
         [boundary_asset(contract, PARTS, pool=None, lookback=timedelta(hours=6)), contract_check(contract, PARTS, pool=None)],
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
         resources={"warehouse": WarehouseResource(url=url),
-                   "sources": SourcesResource(urls={"marketing_automation": sandbox.marketing_url}),
+                   "sources": SourcesResource(boundaries={"marketing_leads": {
+                       "kind": "sql", "url": sandbox.marketing_url, "table": "marketing_leads"}}),
                    "data_docs": DataDocsResource(root=str(sandbox.paths.root.parent / "docs"))})
     mats = res.get_asset_materialization_events()
     md = {k: v.value for k, v in mats[0].materialization.metadata.items()} if mats else None

@@ -1,0 +1,163 @@
+"""meshline.yaml: flows, their boundaries and where each boundary's source lives.
+
+    version: 1
+    flows:
+      lead_handoff:
+        boundaries:
+          crm_leads:
+            contract: crm_leads            # a contract name; its pinned version unless contract_version
+            lookback_hours: 6
+            source:
+              kind: sql                    # sql | http | files
+              url: ${MESHLINE_SOURCE_CRM_URL:-sandbox}
+              table: crm_leads
+
+`${VAR}` and `${VAR:-default}` are replaced from the environment (secrets never live in the file);
+`url: sandbox` means the simulated system under MESHLINE_HOME. An invalid file fails when definitions
+load, with the file, the line, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expectations.reasons import MeshlineError
+
+
+class ConfigError(MeshlineError):
+    """meshline.yaml is invalid; the message names the file, the line, the key and the reason."""
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SOURCE_KEYS = {
+    "sql": {"kind": str, "url": str, "table": str},
+    "http": {"kind": str, "base_url": str, "path": str, "pagination": str, "page_size": int, "rate_per_s": (int, float),
+             "burst": int, "max_retries": int, "timeout_s": (int, float), "records_key": str, "next_key": str,
+             "cursor_param": str, "page_param": str, "since_param": str, "until_param": str, "limit_param": str,
+             "token_env": str},
+    "files": {"kind": str, "folder": str, "pattern": str},
+}
+REQUIRED_SOURCE = {"sql": ("url", "table"), "http": ("base_url", "path"), "files": ("folder",)}
+BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float), "source": dict}
+
+
+@dataclass(frozen=True)
+class Boundary:
+    flow: str
+    name: str
+    contract: str
+    contract_version: str | None
+    lookback_hours: float
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    boundaries: dict[str, Boundary] = field(default_factory=dict)
+
+    def flow_boundaries(self, flow: str) -> list[Boundary]:
+        return [b for b in self.boundaries.values() if b.flow == flow]
+
+
+def _lines(text: str) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+
+    def walk(node, where):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                out[where + (k.value,)] = k.start_mark.line + 1
+                walk(v, where + (k.value,))
+
+    walk(yaml.compose(text), ())
+    return out
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such configuration file")
+    text = path.read_text()
+    try:
+        lines, data = _lines(text), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+    def fail(where: tuple, reason: str) -> ConfigError:
+        probe = where
+        while probe and probe not in lines:
+            probe = probe[:-1]
+        line = f":{lines[probe]}" if probe in lines else ""
+        return ConfigError(f"{path}{line}: {'.'.join(map(str, where)) or '(top)'}: {reason}")
+
+    def expand(value, where):
+        if not isinstance(value, str):
+            return value
+
+        def sub(m):
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            raise fail(where, f"environment variable {var} is not set (and has no :-default)")
+
+        return _ENV.sub(sub, value)
+
+    def check(obj, allowed, where):
+        if not isinstance(obj, dict):
+            raise fail(where, f"expected a mapping, got {type(obj).__name__}")
+        for k, v in obj.items():
+            if k not in allowed:
+                raise fail(where + (k,), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            want = allowed[k]
+            if isinstance(v, bool) or not isinstance(v, want):
+                names = want if isinstance(want, tuple) else (want,)
+                raise fail(where + (k,), f"expected {' or '.join(t.__name__ for t in names)}, got {type(v).__name__}")
+
+    check(data, {"version": int, "flows": dict}, ())
+    if data.get("version") != 1:
+        raise fail(("version",), "expected version: 1")
+    boundaries: dict[str, Boundary] = {}
+    for flow, fdata in (data.get("flows") or {}).items():
+        check(fdata, {"boundaries": dict}, ("flows", flow))
+        for name, b in (fdata.get("boundaries") or {}).items():
+            where = ("flows", flow, "boundaries", name)
+            check(b, BOUNDARY_KEYS, where)
+            if "source" not in b:
+                raise fail(where, "a boundary needs a source")
+            src = {k: expand(v, where + ("source", k)) for k, v in b["source"].items()}
+            kind = src.get("kind")
+            if kind not in SOURCE_KEYS:
+                raise fail(where + ("source", "kind"), f"expected one of {', '.join(SOURCE_KEYS)}, got {kind!r}")
+            check(src, SOURCE_KEYS[kind], where + ("source",))
+            for req in REQUIRED_SOURCE[kind]:
+                if not src.get(req):
+                    raise fail(where + ("source", req), f"required for a {kind} source")
+            if name in boundaries:
+                raise fail(where, f"boundary {name!r} is declared twice")
+            boundaries[name] = Boundary(flow=flow, name=name, contract=b.get("contract", name),
+                                        contract_version=b.get("contract_version"),
+                                        lookback_hours=float(b.get("lookback_hours", 6)), source=src)
+    config = Config(path=path, boundaries=boundaries)
+    _check_contracts(config, fail)
+    return config
+
+
+def _check_contracts(config: Config, fail) -> None:
+    from expectations.reasons import ContractError
+    from expectations.registry import Registry
+
+    reg = Registry()
+    for b in config.boundaries.values():
+        where = ("flows", b.flow, "boundaries", b.name, "contract")
+        try:
+            reg.get(b.contract, b.contract_version)
+        except ContractError as exc:
+            raise fail(where, str(exc)) from exc

@@ -1,0 +1,95 @@
+"""meshline.yaml: boundaries point at sources by configuration alone; invalid files fail at load with
+file, line, key and reason."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pytest
+
+from assets.loading import Warehouse
+from orchestration.config import ConfigError, load_config
+from orchestration.settings import PROJECT_ROOT, Settings
+from tests.helpers import day_keys
+
+GOOD = """\
+version: 1
+flows:
+  lead_handoff:
+    boundaries:
+      marketing_leads:
+        lookback_hours: 3
+        source: {kind: sql, url: "${TEST_MKT_URL}", table: marketing_leads}
+      crm_leads:
+        source:
+          kind: sql
+          url: ${TEST_CRM_URL}
+          table: crm.leads_export
+"""
+
+
+def test_the_project_config_loads():
+    config = load_config(PROJECT_ROOT / "meshline.yaml", env={})
+    assert set(config.boundaries) == {"marketing_leads", "crm_leads"}
+    assert config.boundaries["crm_leads"].source["url"] == "sandbox"
+    env = {"MESHLINE_SOURCE_CRM_URL": "postgresql+psycopg2://u@h/crm"}
+    assert load_config(PROJECT_ROOT / "meshline.yaml", env=env).boundaries["crm_leads"].source["url"] == env[
+        "MESHLINE_SOURCE_CRM_URL"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("lookback_hours: 3", "lookback_hour: 3"), r":6: flows.lead_handoff.boundaries.marketing_leads.lookback_hour: unknown key"),
+    (("lookback_hours: 3", "lookback_hours: three"), r":6: .*lookback_hours: expected int or float, got str"),
+    (("kind: sql\n", "kind: ftp\n"), r":10: .*crm_leads.source.kind: expected one of sql, http, files"),
+    (("      crm_leads:\n", "      crm_leadz:\n"), r":8: .*crm_leadz.contract: .*no contract named 'crm_leadz'"),
+    (("version: 1", "version: 2"), r":1: version: expected version: 1"),
+    (("table: crm.leads_export", "tabel: crm.leads_export"), r":12: .*source.tabel: unknown key"),
+])
+def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
+    path = tmp_path / "meshline.yaml"
+    assert edit[0] in GOOD
+    path.write_text(GOOD.replace(edit[0], edit[1], 1))
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_config(path, env={"TEST_MKT_URL": "duckdb:///x", "TEST_CRM_URL": "duckdb:///y"})
+    assert str(exc.value).startswith(str(path))
+
+
+def test_a_missing_environment_variable_is_named(tmp_path):
+    path = tmp_path / "meshline.yaml"
+    path.write_text(GOOD)
+    with pytest.raises(ConfigError, match=r"crm_leads.source.url: environment variable TEST_CRM_URL is not set"):
+        load_config(path, env={"TEST_MKT_URL": "duckdb:///x"})
+
+
+def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(home, sandbox, pg_url, tmp_path,
+                                                                             monkeypatch):
+    """CRM in a Postgres database of the test's own (schema crm, table leads_export), marketing in a
+    DuckDB file: meshline.yaml points the boundaries there through environment variables."""
+    with duckdb.connect(str(sandbox.paths.crm), read_only=True) as con:
+        crm = con.sql("SELECT * FROM crm_leads").to_arrow_table()
+    with Warehouse(pg_url).transaction() as tx:
+        tx.execute("CREATE SCHEMA crm")
+        tx.execute("CREATE TABLE crm.leads_export (row_id BIGINT, crm_lead_id BIGINT, marketing_lead_id BIGINT,"
+                   " owner TEXT, status TEXT, created_at TIMESTAMP, updated_at TIMESTAMP)")
+        tx.insert_arrow("crm.leads_export", crm)
+    config = tmp_path / "meshline.yaml"
+    config.write_text(GOOD)
+    monkeypatch.setenv("TEST_MKT_URL", sandbox.marketing_url)
+    monkeypatch.setenv("TEST_CRM_URL", pg_url)
+
+    from orchestration.definitions import LEAD_HANDOFF_JOB, build_defs
+
+    wh_url = f"duckdb:///{home / 'warehouse.duckdb'}"
+    defs = build_defs(Settings(home=home, warehouse_url=wh_url, config_path=config))
+    key = day_keys(sandbox.ground_truth())[1]
+    res = defs.resolve_job_def(LEAD_HANDOFF_JOB).execute_in_process(
+        partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    md = {ev.asset_key.path[-1]: {k: v.value for k, v in ev.materialization.metadata.items()}
+          for ev in res.get_asset_materialization_events()}
+    expected = sum(1 for ts in crm.column("updated_at").to_pylist() if str(ts)[:10] == key)
+    assert md["crm_leads"]["rows_read"] == expected > 0
+    assert md["marketing_leads"]["rows_read"] > 0 and md["marketing_leads"]["rows_loaded"] > 0
+    with Warehouse(wh_url).session() as s:
+        assert s.scalar("SELECT count(*) FROM raw.crm_leads") == md["crm_leads"]["rows_loaded"] > 0
+    marketing = defs.resolve_assets_def(dg.AssetKey(["raw", "marketing_leads"]))
+    assert marketing.metadata_by_key[marketing.key]["lookback_hours"] == 3
