@@ -15,9 +15,21 @@ def dbt_project(project_dir, target: str) -> DbtProject:
     """The dbt project for one target, with its own target path so DuckDB and Postgres manifests never mix.
     The manifest is built on first use (`dbt parse`) and by `dagster dev` on every reload."""
     project = DbtProject(project_dir=project_dir, target=target, target_path=f"target/{target}")
-    if not project.manifest_path.exists() or project.preparer.using_dagster_dev():
+    if _stale(project) or project.preparer.using_dagster_dev():
         dbt_cli(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
     return project
+
+
+def _stale(project: DbtProject) -> bool:
+    """No manifest yet, or a model, macro, test or project file changed since it was written."""
+    manifest = Path(project.manifest_path)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    root = Path(project.project_dir)
+    sources = [root / "dbt_project.yml", *root.glob("models/**/*"), *root.glob("macros/**/*"),
+               *root.glob("tests/**/*")]
+    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
 
 
 def dbt_executable() -> str:

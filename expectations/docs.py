@@ -41,7 +41,11 @@ class DataDocs:
         with (self.root / ".meshline-gx.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                yield gx.get_context(mode="file", project_root_dir=str(self.root))
+                from great_expectations.data_context.types.base import ProgressBarsConfig
+
+                ctx = gx.get_context(mode="file", project_root_dir=str(self.root))
+                ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+                yield ctx
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

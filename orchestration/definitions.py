@@ -10,12 +10,13 @@ import os
 import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_cli, dbt_project
-from assets.flows import lead_handoff
+from assets.flows import lead_handoff, quote_to_cash
 from orchestration.config import Config, ConfigError, load_config
 from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from orchestration.settings import DBT_PROJECT_DIR, Settings
 
 LEAD_HANDOFF_JOB = "lead_handoff_job"
+QUOTE_TO_CASH_JOB = "quote_to_cash_job"
 DBT_JOB = "dbt_build_job"
 
 
@@ -24,27 +25,27 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 
 def sandbox_urls(settings: Settings) -> dict[str, str]:
-    """The simulated source systems under MESHLINE_HOME, by system name."""
+    """The simulated source systems under MESHLINE_HOME, by boundary."""
     from assets.sandbox import LeadHandoffSandbox
+    from assets.sandbox.quote_to_cash import QuoteToCashSandbox
 
-    sb = LeadHandoffSandbox(settings.sandbox_dir)
-    return {"marketing_automation": sb.marketing_url, "crm": sb.crm_url}
+    lh = LeadHandoffSandbox(settings.sandbox_dir)
+    q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
+    return {"marketing_leads": lh.marketing_url, "crm_leads": lh.crm_url,
+            "crm_opportunities": q2c.crm_url, "billing_invoices": q2c.billing_url}
 
 
 def source_specs(settings: Settings, config: Config) -> dict[str, dict]:
     """Each boundary's source spec from meshline.yaml, with `url: sandbox` resolved."""
-    from expectations.registry import Registry
-
-    reg, sandbox = Registry(), sandbox_urls(settings)
+    sandbox = sandbox_urls(settings)
     specs = {}
     for b in config.boundaries.values():
         spec = dict(b.source)
         if spec.get("kind") == "sql" and spec.get("url") == "sandbox":
-            system = reg.get(b.contract, b.contract_version).source_system
-            if system not in sandbox:
+            if b.name not in sandbox:
                 raise ConfigError(f"{config.path}: flows.{b.flow}.boundaries.{b.name}.source.url: the sandbox "
-                                  f"simulates no system {system!r} (it has {', '.join(sandbox)})")
-            spec["url"] = sandbox[system]
+                                  f"simulates no boundary {b.name!r} (it has {', '.join(sandbox)})")
+            spec["url"] = sandbox[b.name]
         specs[b.name] = spec
     return specs
 
@@ -64,13 +65,18 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     config = load_config(settings.config_path)
 
     lh_assets, lh_checks = lead_handoff.build(partitions, pool, config.flow_boundaries(lead_handoff.FLOW))
+    q2c_assets, q2c_checks = quote_to_cash.build(partitions, pool, config.flow_boundaries(quote_to_cash.FLOW))
     project = dbt_project(DBT_PROJECT_DIR, settings.dbt_target)
-    dbt_defs = build_dbt_assets(project, pool=pool,
-                                dbt_vars={"handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600})
+    dbt_defs = build_dbt_assets(project, pool=pool, dbt_vars={
+        "handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600,
+        "invoice_sla_hours": quote_to_cash.INVOICE_SLA.total_seconds() / 3600})
 
     lead_handoff_job = dg.define_asset_job(
         LEAD_HANDOFF_JOB, selection=dg.AssetSelection.groups(lead_handoff.FLOW),
         description="Load one day of the lead handoff flow (marketing → CRM) and run its checks.")
+    q2c_job = dg.define_asset_job(
+        QUOTE_TO_CASH_JOB, selection=dg.AssetSelection.groups(quote_to_cash.FLOW),
+        description="Load one day of quote-to-cash (CRM opportunities → billing invoices) and run its checks.")
     dbt_job = dg.define_asset_job(
         DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
         description="dbt build: staging → marts, with dbt tests as asset checks.")
@@ -79,13 +85,16 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         dg.build_schedule_from_partitioned_job(
             lead_handoff_job, name="lead_handoff_daily", hour_of_day=1, minute_of_hour=0,
             description="Yesterday's lead-handoff partition, every night at 01:00 UTC."),
+        dg.build_schedule_from_partitioned_job(
+            q2c_job, name="quote_to_cash_daily", hour_of_day=1, minute_of_hour=15,
+            description="Yesterday's quote-to-cash partition, every night at 01:15 UTC."),
         dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *",
                               execution_timezone="UTC", description="dbt build after the nightly loads."),
     ]
     return dg.Definitions(
-        assets=[*lh_assets, dbt_defs],
-        asset_checks=lh_checks,
-        jobs=[lead_handoff_job, dbt_job],
+        assets=[*lh_assets, *q2c_assets, dbt_defs],
+        asset_checks=[*lh_checks, *q2c_checks],
+        jobs=[lead_handoff_job, q2c_job, dbt_job],
         schedules=schedules,
         sensors=[run_failure_alert],
         resources={

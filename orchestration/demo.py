@@ -1,9 +1,9 @@
-"""`meshline demo`: the lead handoff flow end to end on the embedded default, through Dagster.
+"""`meshline demo`: lead handoff and quote-to-cash end to end on the embedded default, through Dagster.
 
-1. simulate N days of marketing automation and CRM with injected faults (kept if already there)
+1. simulate N days of marketing automation, CRM and billing with injected faults (kept if already there)
 2. load every daily partition with its checks (one Dagster run per day, recorded in MESHLINE_HOME)
 3. late updates arrive; the hygiene pass re-runs every partition (token > watermark − lookback)
-4. dbt build: staging → lead_handoff mart
+4. dbt build: staging → lead_handoff and quote_to_cash marts
 5. a per-day table, and where to look next
 
 Running it again is safe: loads are idempotent, so a second run reads, loads and finds the same.
@@ -31,10 +31,33 @@ class DayRow:
     dead: int = 0
     hygiene_loaded: int = 0  # pass 2: what the re-run found that pass 1 had not (late updates)
     checks: dict[str, str] = field(default_factory=dict)  # check name -> pass | warn | FAIL
-    missing: int = 0
-    duplicated: int = 0
-    late: int = 0
-    pending: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)  # mart status -> count
+
+
+@dataclass(frozen=True)
+class FlowView:
+    flow: str
+    job: str
+    checks: tuple[tuple[str, str], ...]  # (check name, column label)
+    mart_sql: str  # day, status, count
+    statuses: tuple[str, ...]  # the mart statuses shown (the failures, and pending)
+
+
+def flow_views() -> list[FlowView]:
+    from orchestration.definitions import LEAD_HANDOFF_JOB, QUOTE_TO_CASH_JOB
+
+    return [
+        FlowView("lead_handoff", LEAD_HANDOFF_JOB,
+                 (("contract_marketing_leads", "contract:mkt"), ("contract_crm_leads", "contract:crm"),
+                  ("handoff_reconciliation", "reconciliation")),
+                 "SELECT cast(mql_date AS TEXT), handoff_status, count(*) FROM marts.lead_handoff GROUP BY 1, 2",
+                 ("missing", "duplicated", "late", "pending")),
+        FlowView("quote_to_cash", QUOTE_TO_CASH_JOB,
+                 (("contract_crm_opportunities", "contract:opp"), ("contract_billing_invoices", "contract:inv"),
+                  ("invoice_reconciliation", "invoices"), ("invoice_has_deal", "has_deal")),
+                 "SELECT cast(event_date AS TEXT), q2c_status, count(*) FROM marts.quote_to_cash GROUP BY 1, 2",
+                 ("missing_invoice", "amount_mismatch", "currency_mismatch", "no_deal", "pending")),
+    ]
 
 
 def _out(msg: str = "") -> None:
@@ -43,12 +66,13 @@ def _out(msg: str = "") -> None:
 
 def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, seed: int = 7,
              reset: bool = False, end: date | None = None) -> dict:
-    """Run the demo; returns a summary (per-day rows, totals, mart counts) for tests."""
+    """Run the demo; returns a summary (per flow: per-day rows, totals, ground truth) for tests."""
     from assets.sandbox import LeadHandoffSandbox
+    from assets.sandbox.quote_to_cash import QuoteToCashSandbox
 
     t0 = time.perf_counter()
     if reset:
-        for path in (settings.sandbox_dir, settings.dagster_home):
+        for path in (settings.sandbox_dir, settings.dagster_home, settings.home / "gx"):
             shutil.rmtree(path, ignore_errors=True)
         if settings.local:
             wh_path = settings.warehouse_url[len("duckdb:///"):]
@@ -59,58 +83,71 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
     os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_local_dagster_home()))
 
     sandbox = LeadHandoffSandbox(settings.sandbox_dir)
-    if sandbox.exists():
-        truth = sandbox.ground_truth()
+    q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
+    if sandbox.exists() and q2c.exists():
+        truth, q2c_truth = sandbox.ground_truth(), q2c.ground_truth()
         _out(f"Using the simulated sources in {settings.sandbox_dir} "
              f"({truth['start']} .. {truth['end']}; `meshline demo --reset` starts afresh).")
     else:
         end = end or date.today() - timedelta(days=1)
         truth = sandbox.generate(end=end, days=days, leads_per_day=leads_per_day, seed=seed)
-        _out(f"Simulated {truth['days']} days ({truth['start']} .. {truth['end']}) of marketing automation and "
-             f"CRM: {truth['mqls']:,} MQLs; injected {len(truth['never_synced'])} never-synced, "
+        q2c_truth = q2c.generate(end=end, days=days, deals_per_day=leads_per_day, seed=seed)
+        _out(f"Simulated {truth['days']} days ({truth['start']} .. {truth['end']}) with injected faults:\n"
+             f"  lead_handoff   {truth['mqls']:,} MQLs; {len(truth['never_synced'])} never synced, "
              f"{len(truth['duplicated'])} duplicated, {len(truth['slow'])} slow handoffs, "
-             f"{len(truth['malformed'])} malformed rows, {len(truth['late_updates'])} late updates.")
+             f"{len(truth['malformed'])} malformed rows, {len(truth['late_updates'])} late updates\n"
+             f"  quote_to_cash  {q2c_truth['deals']:,} deals, {q2c_truth['closed_won']} won; "
+             f"{len(q2c_truth['no_invoice'])} never invoiced, {len(q2c_truth['amount_mismatch'])} amount and "
+             f"{len(q2c_truth['currency_mismatch'])} currency mismatches, {len(q2c_truth['no_deal'])} invoices "
+             f"with no deal, {len(q2c_truth['malformed'])} malformed rows")
 
     import dagster as dg
 
-    from orchestration.definitions import DBT_JOB, LEAD_HANDOFF_JOB, build_defs
+    from orchestration.definitions import DBT_JOB, build_defs
 
     defs = build_defs(settings)
     instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def(LEAD_HANDOFF_JOB)
     first = date.fromisoformat(truth["start"])
     keys = [(first + timedelta(days=i)).isoformat() for i in range(truth["days"])]
-    rows = {k: DayRow(k) for k in keys}
+    views = flow_views()
+    rows = {v.flow: {k: DayRow(k) for k in keys} for v in views}
 
-    def run_day(key: str, label: str) -> None:
-        res = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                     run_config=QUIET, tags={"meshline/pass": label})
+    def run_day(view: FlowView, key: str, label: str) -> None:
+        res = defs.resolve_job_def(view.job).execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET,
+            tags={"meshline/pass": label})
+        row = rows[view.flow][key]
         for ev in res.get_asset_materialization_events():
             md = ev.materialization.metadata
             if label == "load":
-                rows[key].read += md["rows_read"].value
-                rows[key].loaded += md["rows_loaded"].value
-                rows[key].dead += md["rows_dead_lettered"].value
+                row.read += md["rows_read"].value
+                row.loaded += md["rows_loaded"].value
+                row.dead += md["rows_dead_lettered"].value
             else:
-                rows[key].hygiene_loaded += md["rows_loaded"].value
+                row.hygiene_loaded += md["rows_loaded"].value
         for ev in res.get_asset_check_evaluations():
-            rows[key].checks[ev.check_name] = (
+            row.checks[ev.check_name] = (
                 "pass" if ev.passed else "warn" if ev.severity == dg.AssetCheckSeverity.WARN else "FAIL")
         if not res.success:
             failed = [e.step_key for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
-            _out(f"  ! run {res.run_id[:8]} for {key} failed at {failed}: see `make dev` → Runs")
+            _out(f"  ! {view.job} for {key} (run {res.run_id[:8]}) failed at {failed}: see `make dev` → Runs")
 
-    _out(f"\nPass 1 — loading {len(keys)} daily partitions with their checks ({LEAD_HANDOFF_JOB}):")
+    _out(f"\nPass 1 — loading {len(keys)} daily partitions of each flow with their checks:")
     for key in keys:
-        run_day(key, "load")
-        _out(f"  {key}  read {rows[key].read:>5,}  loaded {rows[key].loaded:>5,}  dead-lettered {rows[key].dead:>3}")
+        for view in views:
+            run_day(view, key, "load")
+        _out(f"  {key}  " + "   ".join(
+            f"{v.flow}: read {rows[v.flow][key].read:>5,} loaded {rows[v.flow][key].loaded:>5,} "
+            f"dead {rows[v.flow][key].dead:>3}" for v in views))
     delivered = sandbox.deliver_late()
     _out(f"\n{delivered} late updates arrived in marketing automation (change tokens older than the watermark).")
     _out("Pass 2 — hygiene: every partition again, reading token > watermark − lookback:")
     for key in keys:
-        run_day(key, "hygiene")
-    _out(f"  {sum(r.hygiene_loaded for r in rows.values())} rows loaded by the hygiene pass")
-    _out("dbt build (staging → lead_handoff mart, dbt tests as checks) ...")
+        for view in views:
+            run_day(view, key, "hygiene")
+    _out("  " + ", ".join(f"{v.flow}: {sum(r.hygiene_loaded for r in rows[v.flow].values())} rows loaded"
+                          for v in views))
+    _out("dbt build (staging → marts, dbt tests as checks) ...")
     dbt_res = defs.resolve_job_def(DBT_JOB).execute_in_process(instance=instance, raise_on_error=False,
                                                                 run_config=QUIET)
     failed_tests = [e.check_name for e in dbt_res.get_asset_check_evaluations() if not e.passed]
@@ -120,32 +157,39 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
 
     publish(Registry(), settings.warehouse_url)
     docs_url = build_docs(Registry(), settings.home)
-    mart = _mart_counts(settings)
-    for key, counts in mart.items():
-        if key in rows:
-            for status, n in counts.items():
-                setattr(rows[key], status, n)
-    _print_table(rows, truth)
-    totals = {k: sum(getattr(r, k) for r in rows.values())
-              for k in ("read", "loaded", "dead", "hygiene_loaded", "missing", "duplicated", "late", "pending")}
-    _out(f"\nTotals: read {totals['read']:,}, loaded {totals['loaded']:,} (+{totals['hygiene_loaded']} late), "
-         f"dead-lettered {totals['dead']:,}; "
-         f"handoff failures: {totals['missing']} missing, {totals['duplicated']} duplicated, "
-         f"{totals['late']} late; dbt {'passed' if dbt_res.success and not failed_tests else 'FAILED: ' + ', '.join(failed_tests)}."
-         f" ({time.perf_counter() - t0:.0f} s)")
+    summary: dict = {"dbt_success": dbt_res.success and not failed_tests, "docs_url": docs_url}
+    for view in views:
+        for day, status, n in _query(settings, view.mart_sql):
+            if day[:10] in rows[view.flow]:
+                rows[view.flow][day[:10]].statuses[status] = int(n)
+        _print_table(view, rows[view.flow])
+        totals = {k: sum(getattr(r, k) for r in rows[view.flow].values())
+                  for k in ("read", "loaded", "dead", "hygiene_loaded")}
+        for st in view.statuses:
+            totals[st] = sum(r.statuses.get(st, 0) for r in rows[view.flow].values())
+        summary[view.flow] = {"rows": rows[view.flow], "totals": totals}
+        _out(f"  totals: read {totals['read']:,}, loaded {totals['loaded']:,} (+{totals['hygiene_loaded']} by "
+             f"the hygiene pass), dead-lettered {totals['dead']:,}; "
+             + ", ".join(f"{st} {totals[st]}" for st in view.statuses))
+    summary["lead_handoff"]["truth"], summary["quote_to_cash"]["truth"] = truth, q2c_truth
+    # the lead_handoff summary at the top level, as before
+    summary.update(rows=rows["lead_handoff"], totals=summary["lead_handoff"]["totals"], truth=truth)
+    for st in ("missing", "duplicated", "late", "pending"):
+        summary["totals"][st] = summary["lead_handoff"]["totals"][st]
+    _out(f"\ndbt {'passed' if summary['dbt_success'] else 'FAILED: ' + ', '.join(failed_tests)}. "
+         f"({time.perf_counter() - t0:.0f} s)")
     _out(f"""
 Where to look next
   make dev                    Dagster UI on http://127.0.0.1:3000 over {settings.home}:
                               lineage raw → staging → marts, each run above, checks per partition
   warehouse                   {_safe_url(settings.warehouse_url)}
-                              marts.lead_handoff (handoff_status), meshline.dead_letters (redacted),
-                              meshline.load_log, meshline.watermarks
+                              marts.lead_handoff, marts.quote_to_cash, meshline.dead_letters (redacted),
+                              meshline.load_log, meshline.watermarks, meshline.contracts
   Data Docs                   {docs_url}
                               every contract suite and the latest validation of each check
   contracts                   meshline contracts list | show NAME | test | diff OLD NEW
-  ground truth                {sandbox.paths.ground_truth}""")
-    return {"rows": rows, "totals": totals, "dbt_success": dbt_res.success and not failed_tests,
-            "truth": truth, "docs_url": docs_url}
+  ground truth                {sandbox.paths.ground_truth}, {q2c.truth_path}""")
+    return summary
 
 
 def _safe_url(url: str) -> str:
@@ -156,32 +200,24 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _mart_counts(settings: Settings) -> dict[str, dict[str, int]]:
+def _query(settings: Settings, sql: str) -> list[tuple]:
     from assets.loading.warehouse import Warehouse
 
-    out: dict[str, dict[str, int]] = {}
     with Warehouse(settings.warehouse_url).session() as s:
-        for day, status, n in s.query(
-                "SELECT cast(mql_date AS TEXT), handoff_status, count(*) FROM marts.lead_handoff "
-                "GROUP BY 1, 2"):
-            if status in ("missing", "duplicated", "late", "pending"):
-                out.setdefault(str(day)[:10], {})[status] = int(n)
-    return out
+        return [(str(a), b, c) for a, b, c in s.query(sql)]
 
 
-def _mark(checks: dict[str, str], name: str) -> str:
-    return checks.get(name, "-")
-
-
-def _print_table(rows: dict[str, DayRow], truth: dict) -> None:
-    _out("\nPer day (both boundaries; read/loaded/dead from pass 1, +late from the hygiene pass; checks as of "
-         "the last run;\nhandoff statuses from marts.lead_handoff by MQL day):")
-    _out("\n day         read  loaded  dead  +late  contract:mkt  contract:crm  reconciliation  missing  dup  late  pending")
+def _print_table(view: FlowView, rows: dict[str, DayRow]) -> None:
+    _out(f"\n{view.flow} per day (read/loaded/dead from pass 1, +late from the hygiene pass; checks as of "
+         "the last run; statuses from the mart):")
+    head = (f" {'day':<10}  {'read':>5}  {'loaded':>6}  {'dead':>4}  {'+late':>5}  "
+            + "  ".join(f"{label:>12}" for _, label in view.checks) + "  "
+            + "  ".join(f"{st:>8}" for st in view.statuses))
+    _out(head)
     for r in rows.values():
-        _out(f" {r.day}  {r.read:>5}  {r.loaded:>6}  {r.dead:>4}  {r.hygiene_loaded:>5}"
-             f"  {_mark(r.checks, 'contract_marketing_leads'):>12}"
-             f"  {_mark(r.checks, 'contract_crm_leads'):>12}  {_mark(r.checks, 'handoff_reconciliation'):>14}"
-             f"  {r.missing:>7}  {r.duplicated:>3}  {r.late:>4}  {r.pending:>7}")
+        _out(f" {r.day}  {r.read:>5}  {r.loaded:>6}  {r.dead:>4}  {r.hygiene_loaded:>5}  "
+             + "  ".join(f"{r.checks.get(name, '-'):>12}" for name, _ in view.checks) + "  "
+             + "  ".join(f"{r.statuses.get(st, 0):>{max(8, len(st))}}" for st in view.statuses))
 
 
 def main(argv: list[str] | None = None) -> int:

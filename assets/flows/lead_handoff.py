@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, boundary_asset, contract_check, deprecation_check
+from assets.flows.boundary import asset_key, build_boundaries
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract, load_contract
@@ -85,20 +85,6 @@ def handoff_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: 
 def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries=None):
     """(assets, checks) of the lead_handoff flow. `boundaries` (from meshline.yaml) may pin other
     contract versions and lookbacks; by default the registry's pins and a 6 h lookback."""
-    from expectations.registry import Registry
-
-    reg = Registry()
-    conf = {b.name: b for b in boundaries or []}
-    if conf and set(conf) != {"marketing_leads", "crm_leads"}:
-        raise ValueError(f"lead_handoff needs boundaries marketing_leads and crm_leads, got {sorted(conf)}")
-    marketing, crm = ((reg.get(conf[n].contract, conf[n].contract_version) if n in conf else reg.get(n))
-                      for n in ("marketing_leads", "crm_leads"))
-
-    def lookback(c):
-        return timedelta(hours=conf[c.name].lookback_hours) if c.name in conf else LOOKBACK
-
-    assets = [boundary_asset(c, partitions_def, pool=pool, lookback=lookback(c)) for c in (marketing, crm)]
-    checks = [contract_check(c, partitions_def, pool=pool) for c in (marketing, crm)]
-    checks += [deprecation_check(c, partitions_def) for c in (marketing, crm)]
+    _, assets, checks = build_boundaries(("marketing_leads", "crm_leads"), partitions_def, pool, boundaries, LOOKBACK)
     checks.append(handoff_reconciliation_check(partitions_def, pool))
     return assets, checks

@@ -35,7 +35,8 @@ def _assert_exact(url: str, truth: dict) -> None:
     assert sum(len(v) for v in mart.values()) == truth["mqls"]
     assert not (mart["handed_off"] & flagged)
     with Warehouse(url).session() as s:
-        dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters")
+        dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
+                       " WHERE flow = 'lead_handoff'")
         companies = dict(s.query("SELECT lead_id, company FROM raw.marketing_leads"))
         pii_cols = s.query("SELECT table_schema, table_name, column_name FROM information_schema.columns"
                            " WHERE table_schema IN ('staging', 'marts')"
@@ -44,6 +45,22 @@ def _assert_exact(url: str, truth: dict) -> None:
         (m["system"], m["row_id"], m["reason_code"]) for m in truth["malformed"])
     assert all(companies[u["lead_id"]] == u["company"] for u in truth["late_updates"])
     assert pii_cols == []
+
+
+def _assert_exact_q2c(url: str, truth: dict) -> None:
+    got: dict[str, set[int]] = {}
+    with Warehouse(url).session() as s:
+        for opp, inv, status in s.query("SELECT opportunity_id, invoice_id, q2c_status FROM marts.quote_to_cash"):
+            got.setdefault(status, set()).add(int(inv) if status == "no_deal" else int(opp))
+        dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
+                       " WHERE flow = 'quote_to_cash'")
+    assert truth["no_invoice"] and truth["amount_mismatch"] and truth["currency_mismatch"] and truth["no_deal"]
+    assert got["missing_invoice"] == set(truth["no_invoice"])
+    assert got["amount_mismatch"] == set(truth["amount_mismatch"])
+    assert got["currency_mismatch"] == set(truth["currency_mismatch"])
+    assert got["no_deal"] == set(truth["no_deal"])
+    assert sorted((a, int(json.loads(loc)["row_id"]), r) for a, loc, r in dead) == sorted(
+        (m["system"], m["row_id"], m["reason_code"]) for m in truth["malformed"])
 
 
 @pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -68,8 +85,10 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     # the runs are in the instance the UI reads
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs()
-    assert len(runs) == 2 * 5 + 1
-    assert {r.job_name for r in runs} == {"lead_handoff_job", "dbt_build_job"}
+    assert len(runs) == 2 * 2 * 5 + 1  # two flows, two passes, five days, one dbt build
+    assert {r.job_name for r in runs} == {"lead_handoff_job", "quote_to_cash_job", "dbt_build_job"}
+    _assert_exact_q2c(url, summary["quote_to_cash"]["truth"])
+    assert "quote_to_cash per day" in out
 
     if backend == "duckdb":  # running it twice is safe: same warehouse, same findings
         before = snapshot(url)
