@@ -44,7 +44,8 @@ SOURCE_KEYS = {
     "files": {"kind": str, "folder": str, "pattern": str},
 }
 REQUIRED_SOURCE = {"sql": ("url", "table"), "http": ("base_url", "path"), "files": ("folder",)}
-BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float), "source": dict}
+BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
+                 "volume_tolerance": (int, float), "source": dict}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Boundary:
     contract_version: str | None
     lookback_hours: float
     source: dict[str, Any]
+    volume_tolerance: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                 raise fail(where, f"boundary {name!r} is declared twice")
             boundaries[name] = Boundary(flow=flow, name=name, contract=b.get("contract", name),
                                         contract_version=b.get("contract_version"),
-                                        lookback_hours=float(b.get("lookback_hours", 6)), source=src)
+                                        lookback_hours=float(b.get("lookback_hours", 6)), source=src,
+                                        volume_tolerance=float(b.get("volume_tolerance", 0.5)))
     config = Config(path=path, boundaries=boundaries)
     _check_contracts(config, fail)
     return config

@@ -206,13 +206,18 @@ def flow_contracts(names: tuple[str, ...], boundaries=None) -> list[Contract]:
 
 def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefinition, pool: str | None,
                      boundaries=None, default_lookback: timedelta = timedelta(hours=6)):
-    """(contracts, assets, checks) every flow shares: one asset per boundary, its contract check and its
-    contract-version (deprecation) check."""
+    """(contracts, assets, checks) every flow shares: one asset per boundary, its contract check, its
+    contract-version (deprecation) check and the warehouse-analytics checks (volume, freshness, gaps)."""
     contracts = flow_contracts(names, boundaries)
     conf = {b.name: b for b in boundaries or []}
     assets = [boundary_asset(c, partitions_def, pool=pool,
                              lookback=timedelta(hours=conf[c.name].lookback_hours) if c.name in conf
                              else default_lookback) for c in contracts]
+    from assets.flows.analytics import DEFAULT_TOLERANCE, analytics_checks
+
     checks = [contract_check(c, partitions_def, pool=pool) for c in contracts]
     checks += [deprecation_check(c, partitions_def) for c in contracts]
+    for c in contracts:
+        tolerance = conf[c.name].volume_tolerance if c.name in conf else DEFAULT_TOLERANCE
+        checks += analytics_checks(c, partitions_def, pool, tolerance)
     return contracts, assets, checks
