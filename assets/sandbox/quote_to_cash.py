@@ -32,7 +32,7 @@ class QuoteFaults:
     currency_mismatch: float = 0.03
     no_deal: float = 0.03
     malformed_crm: float = 0.02
-    malformed_billing: float = 0.02
+    malformed_billing: float = 0.01
 
 
 class QuoteToCashSandbox:
