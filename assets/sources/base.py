@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -54,3 +55,31 @@ class Source(ABC):
 
         Values may arrive as strings; the loader casts them to the contract's types.
         """
+
+
+def as_text(value, empty_is_null: bool = False) -> str | None:
+    """A JSON or CSV value as the text the loader casts to the contract's type."""
+    if value is None or (empty_is_null and value == ""):
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_token(value) -> datetime | None:
+    """An ISO-8601 change token as naive UTC; None when absent or unreadable (the contract then
+    dead-letters the record: the loader sees the raw text)."""
+    if value is None or value == "":
+        return None
+    try:
+        d = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d
+
+
+def outside(ts: datetime | None, low: datetime, low_inclusive: bool, high: datetime) -> bool:
+    """True when a readable token falls outside the window; an unreadable one is never filtered out."""
+    return ts is not None and (ts < low or (ts == low and not low_inclusive) or ts >= high)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from assets.sources.base import Malformed, Source
+from assets.sources.base import Malformed, Source, as_text, outside, parse_token
 from expectations.reasons import SourceError
 
 
@@ -29,24 +29,6 @@ def checksum(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _ts(value) -> datetime | None:
-    try:
-        d = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d
-
-
-def _text(value) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 class FileDropSource(Source):
@@ -139,10 +121,9 @@ class FileDropSource(Source):
                     # not depend on the partition, so it is stored once.
                     self._malformed.append(rec)
                     continue
-                ts = _ts(rec.get(token)) if rec.get(token) not in (None, "") else None
-                if ts is not None and (ts < low or (ts == low and not low_inclusive) or ts >= high):
+                if outside(parse_token(rec.get(token)), low, low_inclusive, high):
                     continue
-                buf.append({c: _text(rec.get(c)) for c in columns})
+                buf.append({c: as_text(rec.get(c), empty_is_null=True) for c in columns})
                 n += 1
                 if len(buf) >= chunk_rows:
                     yield pa.Table.from_pylist(buf, schema=schema)

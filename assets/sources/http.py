@@ -12,7 +12,6 @@ and never read twice.
 from __future__ import annotations
 
 import email.utils
-import json
 import os
 import random
 import threading
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from assets.sources.base import Source
+from assets.sources.base import Source, as_text, outside, parse_token
 from expectations.reasons import SourceError
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
@@ -194,33 +193,12 @@ class HttpSource(Source):
         buf: list[dict] = []
         for records in self._pages(params):
             for rec in records:
-                value = rec.get(token)
-                if value is not None:
-                    # The API's window is advisory: keep exactly low <(=) token < high here.
-                    try:
-                        ts = _parse_ts(value)
-                    except ValueError:
-                        ts = None  # unreadable token: the contract dead-letters it (type_mismatch)
-                    if ts is not None and (ts < low or (ts == low and not low_inclusive) or ts >= high):
-                        continue
-                buf.append({c: _text(rec.get(c)) for c in columns})
+                # The API's window is advisory: keep exactly low <(=) token < high here.
+                if outside(parse_token(rec.get(token)), low, low_inclusive, high):
+                    continue
+                buf.append({c: as_text(rec.get(c)) for c in columns})
                 if len(buf) >= chunk_rows:
                     yield pa.Table.from_pylist(buf, schema=pa.schema([(c, pa.string()) for c in columns]))
                     buf = []
         if buf:
             yield pa.Table.from_pylist(buf, schema=pa.schema([(c, pa.string()) for c in columns]))
-
-
-def _parse_ts(value) -> datetime:
-    d = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d
-
-
-def _text(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
