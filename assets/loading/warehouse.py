@@ -8,6 +8,7 @@ Arrow table (DuckDB scans it in place; Postgres takes it as CSV over COPY).
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ SQL_TYPES = {
     "date": "DATE",
     "boolean": "BOOLEAN",
 }
+
+DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "1GB")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -127,7 +130,12 @@ class Warehouse:
             import duckdb
 
             self.parsed.path.parent.mkdir(parents=True, exist_ok=True)
-            return duckdb.connect(str(self.parsed.path))
+            con = duckdb.connect(str(self.parsed.path))
+            # Inserts need not keep source order (the merge orders by change token), which lets DuckDB
+            # stream them; temporary tables spill to disk past the memory limit instead of growing RSS.
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+            return con
         import psycopg2
 
         return psycopg2.connect(self.parsed.dsn)
