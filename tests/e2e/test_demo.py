@@ -87,8 +87,20 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     runs = instance.get_runs()
     assert len(runs) == 2 * 2 * 5 + 1  # two flows, two passes, five days, one dbt build
     assert {r.job_name for r in runs} == {"lead_handoff_job", "quote_to_cash_job", "dbt_build_job"}
-    _assert_exact_q2c(url, summary["quote_to_cash"]["truth"])
+    q2c_truth = summary["quote_to_cash"]["truth"]
+    _assert_exact_q2c(url, q2c_truth)
     assert "quote_to_cash per day" in out
+    # the hygiene scorecard: per flow and day, adding up to the same findings
+    with Warehouse(url).session() as s:
+        card = {flow: (int(dead), int(fails), int(read)) for flow, dead, fails, read in s.query(
+            "SELECT flow, sum(dead_letters), sum(reconciliation_failures), sum(rows_read)"
+            " FROM marts.hygiene_scorecard GROUP BY flow")}
+        days = s.scalar("SELECT count(DISTINCT partition_key) FROM marts.hygiene_scorecard")
+    assert days == 5
+    assert card["lead_handoff"][:2] == (len(truth["malformed"]), len(truth["never_synced"]) + len(truth["duplicated"]))
+    assert card["quote_to_cash"][:2] == (len(q2c_truth["malformed"]), sum(
+        len(q2c_truth[k]) for k in ("no_invoice", "amount_mismatch", "currency_mismatch", "no_deal")))
+    assert card["lead_handoff"][2] == summary["lead_handoff"]["totals"]["read"]
 
     if backend == "duckdb":  # running it twice is safe: same warehouse, same findings
         before = snapshot(url)
