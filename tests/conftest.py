@@ -43,6 +43,8 @@ def pg_available() -> bool:
         return True
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"PostgreSQL is not reachable under CI ({why}); Postgres tests must run in CI")
+    # Justified skip: a developer without Postgres still runs every DuckDB test; the reason is printed,
+    # and under CI (above) the same condition is a failure, so CI never passes without Postgres.
     pytest.skip(f"PostgreSQL is not reachable ({why})")
 
 
