@@ -192,7 +192,7 @@ def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str,
         raise SourceSchemaError(
             f"{source.system}.{source.table} lacks column(s) {refused} that contract {contract.name} "
             f"{contract.version} requires; nothing was loaded and the watermark did not move")
-    known = set(wanted) | set(contract.ignored_columns)
+    known = set(wanted) | set(contract.ignored_columns) | set(source.synthetic_columns)
     unknown = tuple(c for c in offered if c not in known)
     return [c for c in wanted if c in offered_set], tuple(missing), unknown
 

@@ -32,6 +32,9 @@ class Source(ABC):
     # Sources whose records can arrive with any change token (file drops) say False: each load reads
     # the whole window, and the source itself skips what it already delivered.
     uses_watermark: bool = True
+    # Columns the connector itself adds to every record (a file drop's `source_position`): offered to a
+    # contract that names them, never "unknown" source columns when it does not.
+    synthetic_columns: tuple[str, ...] = ()
 
     def begin(self, tx, asset: str, partition_key: str) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction before extracting (file drops read their manifest)."""

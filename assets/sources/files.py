@@ -6,6 +6,9 @@ transaction), so the same file dropped twice, under any name, loads once, and a 
 leaves it to be read again. Records keep any change token, so file drops read the whole partition
 window rather than `token > watermark − lookback`. A line that does not parse (broken JSON, a CSV row
 of the wrong width) becomes a dead letter located by file and line number, its text redacted.
+
+Every record also offers the column `source_position`, `<file name>:<line>`: a contract that names it
+as its locator can re-read any record (dead-letter replay) from the file it came from.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ def checksum(path: Path) -> str:
     return h.hexdigest()
 
 
+POSITION = "source_position"
+
+
 class FileDropSource(Source):
     uses_watermark = False
+    synthetic_columns = (POSITION,)
 
     def __init__(self, folder: str | Path, *, system: str, table: str, pattern: str = "*"):
         self.folder = Path(folder)
@@ -52,9 +59,9 @@ class FileDropSource(Source):
 
     def columns(self) -> list[str] | None:
         for path in self.files():
-            for rec in self._records(path, probe=True):
+            for _, rec in self._records(path, probe=True):
                 if isinstance(rec, dict):
-                    return sorted(rec)
+                    return sorted(set(rec) | {POSITION})
         return None
 
     def begin(self, tx, asset: str, partition_key: str) -> None:
@@ -72,7 +79,8 @@ class FileDropSource(Source):
                        " run_id, loaded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        (digest, asset, partition_key, name, n, run_id, now))
 
-    def _records(self, path: Path, probe: bool = False) -> Iterator[dict | Malformed]:
+    def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict | Malformed]]:
+        """(line number, record or Malformed) for each non-empty line of a file."""
         if path.suffix.lower() == ".csv":
             with path.open(newline="", encoding="utf-8", errors="replace") as f:
                 reader = csv.reader(f)
@@ -82,9 +90,10 @@ class FileDropSource(Source):
                 for row in reader:
                     line = reader.line_num
                     if len(row) != len(header):
-                        yield Malformed(path.name, line, f"{len(row)} fields, header has {len(header)}", ",".join(row))
+                        yield line, Malformed(path.name, line, f"{len(row)} fields, header has {len(header)}",
+                                              ",".join(row))
                     else:
-                        yield dict(zip(header, row, strict=True))
+                        yield line, dict(zip(header, row, strict=True))
                     if probe:
                         return
             return
@@ -95,12 +104,13 @@ class FileDropSource(Source):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield Malformed(path.name, line_no, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
+                    yield line_no, Malformed(path.name, line_no, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
                     continue
                 if not isinstance(rec, dict):
-                    yield Malformed(path.name, line_no, "a JSON line that is not an object", line.rstrip("\n"))
+                    yield line_no, Malformed(path.name, line_no, "a JSON line that is not an object",
+                                             line.rstrip("\n"))
                     continue
-                yield rec
+                yield line_no, rec
                 if probe:
                     return
 
@@ -114,20 +124,29 @@ class FileDropSource(Source):
             if digest in self._skip or digest in seen:  # delivered before, or the same file twice now
                 continue
             seen.add(digest)
-            n = 0
-            for rec in self._records(path):
+            n, first_token, broken = 0, None, []
+            for line_no, rec in self._records(path):
                 if isinstance(rec, Malformed):
-                    # Every partition load reading this file sees the line; its dead letter's id does
-                    # not depend on the partition, so it is stored once.
-                    self._malformed.append(rec)
+                    broken.append(rec)
                     continue
-                if outside(parse_token(rec.get(token)), low, low_inclusive, high):
+                ts = parse_token(rec.get(token))
+                if ts is not None and (first_token is None or ts < first_token):
+                    first_token = ts
+                if outside(ts, low, low_inclusive, high):
                     continue
-                buf.append({c: as_text(rec.get(c), empty_is_null=True) for c in columns})
+                row = {c: as_text(rec.get(c), empty_is_null=True) for c in columns}
+                if POSITION in row:
+                    row[POSITION] = f"{path.name}:{line_no}"
+                buf.append(row)
                 n += 1
                 if len(buf) >= chunk_rows:
                     yield pa.Table.from_pylist(buf, schema=schema)
                     buf = []
+            # A line that does not parse has no change token: it belongs to the partition of the file's
+            # earliest record (a file of broken lines only, to whichever load reads it first), so it is
+            # read, counted and dead-lettered by exactly one partition.
+            if broken and (first_token is None or not outside(first_token, low, low_inclusive, high)):
+                self._malformed.extend(broken)
             self._read[digest] = (path.name, n)
         if buf:
             yield pa.Table.from_pylist(buf, schema=schema)
