@@ -170,7 +170,7 @@ class SubscriptionSandbox:
                 lines.insert(at, lines[at - 1][: len(lines[at - 1]) // 2])  # a line cut off mid-write
                 malformed.append({"system": "product", "position": f"{name}:{at + 1}",
                                   "reason_code": "malformed_record", "partition": day.isoformat()})
-            for i, r in enumerate(todays.to_dict("records")):
+            for r in todays.to_dict("records"):
                 if r["plan"] not in PLANS:
                     line = lines.index(json.dumps({**r, "occurred_at": _iso(r["occurred_at"])})) + 1
                     malformed.append({"system": "product", "position": f"{name}:{line}",
