@@ -1,10 +1,12 @@
-"""`meshline demo`: lead handoff and quote-to-cash end to end on the embedded default, through Dagster.
+"""`meshline demo`: the four revenue flows end to end on the embedded default, through Dagster.
 
-1. simulate N days of marketing automation, CRM and billing with injected faults (kept if already there)
-2. load every daily partition with its checks (one Dagster run per day, recorded in MESHLINE_HOME)
+1. simulate N days of marketing automation and the CRM (databases), billing (an HTTP API on 127.0.0.1)
+   and product events (JSONL files dropped in a folder), with injected faults (kept if already there)
+2. load every daily partition of lead_handoff, quote_to_cash and subscription_updates with their
+   checks (one Dagster run per flow and day, recorded in MESHLINE_HOME)
 3. late updates arrive; the hygiene pass re-runs every partition (token > watermark − lookback)
-4. dbt build: staging → lead_handoff and quote_to_cash marts
-5. a per-day table, and where to look next
+4. dbt build: staging → the three flows' marts and warehouse_analytics' hygiene_scorecard
+5. a per-day table for each flow, and where to look next
 
 Running it again is safe: loads are idempotent, so a second run reads, loads and finds the same.
 """
@@ -44,7 +46,7 @@ class FlowView:
 
 
 def flow_views() -> list[FlowView]:
-    from orchestration.definitions import LEAD_HANDOFF_JOB, QUOTE_TO_CASH_JOB
+    from orchestration.definitions import LEAD_HANDOFF_JOB, QUOTE_TO_CASH_JOB, SUBSCRIPTION_UPDATES_JOB
 
     return [
         FlowView("lead_handoff", LEAD_HANDOFF_JOB,
@@ -57,6 +59,11 @@ def flow_views() -> list[FlowView]:
                   ("invoice_reconciliation", "invoices"), ("invoice_has_deal", "has_deal")),
                  "SELECT cast(event_date AS TEXT), q2c_status, count(*) FROM marts.quote_to_cash GROUP BY 1, 2",
                  ("missing_invoice", "amount_mismatch", "currency_mismatch", "no_deal", "pending")),
+        FlowView("subscription_updates", SUBSCRIPTION_UPDATES_JOB,
+                 (("contract_product_plan_events", "contract:evt"),
+                  ("contract_billing_subscriptions", "contract:sub"), ("plan_sync_reconciliation", "plan_sync")),
+                 "SELECT cast(event_date AS TEXT), sync_status, count(*) FROM marts.subscription_updates GROUP BY 1, 2",
+                 ("not_reflected", "plan_mismatch", "pending")),
     ]
 
 
@@ -69,6 +76,7 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
     """Run the demo; returns a summary (per flow: per-day rows, totals, ground truth) for tests."""
     from assets.sandbox import LeadHandoffSandbox
     from assets.sandbox.quote_to_cash import QuoteToCashSandbox
+    from assets.sandbox.subscription_updates import SubscriptionSandbox
 
     t0 = time.perf_counter()
     if reset:
@@ -84,14 +92,16 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
 
     sandbox = LeadHandoffSandbox(settings.sandbox_dir)
     q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
-    if sandbox.exists() and q2c.exists():
-        truth, q2c_truth = sandbox.ground_truth(), q2c.ground_truth()
+    subs = SubscriptionSandbox(settings.sandbox_dir / "subscription_updates")
+    if sandbox.exists() and q2c.exists() and subs.exists():
+        truth, q2c_truth, subs_truth = sandbox.ground_truth(), q2c.ground_truth(), subs.ground_truth()
         _out(f"Using the simulated sources in {settings.sandbox_dir} "
              f"({truth['start']} .. {truth['end']}; `meshline demo --reset` starts afresh).")
     else:
         end = end or date.today() - timedelta(days=1)
         truth = sandbox.generate(end=end, days=days, leads_per_day=leads_per_day, seed=seed)
         q2c_truth = q2c.generate(end=end, days=days, deals_per_day=leads_per_day, seed=seed)
+        subs_truth = subs.generate(end=end, days=days, accounts_per_day=max(10, leads_per_day // 2), seed=seed)
         _out(f"Simulated {truth['days']} days ({truth['start']} .. {truth['end']}) with injected faults:\n"
              f"  lead_handoff   {truth['mqls']:,} MQLs; {len(truth['never_synced'])} never synced, "
              f"{len(truth['duplicated'])} duplicated, {len(truth['slow'])} slow handoffs, "
@@ -99,7 +109,11 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
              f"  quote_to_cash  {q2c_truth['deals']:,} deals, {q2c_truth['closed_won']} won; "
              f"{len(q2c_truth['no_invoice'])} never invoiced, {len(q2c_truth['amount_mismatch'])} amount and "
              f"{len(q2c_truth['currency_mismatch'])} currency mismatches, {len(q2c_truth['no_deal'])} invoices "
-             f"with no deal, {len(q2c_truth['malformed'])} malformed rows")
+             f"with no deal, {len(q2c_truth['malformed'])} malformed rows\n"
+             f"  subscription_updates  {subs_truth['events']:,} plan events of {subs_truth['accounts']:,} accounts; "
+             f"{len(subs_truth['not_reflected'])} never reflected in billing, {len(subs_truth['plan_mismatch'])} "
+             f"billed on another plan, {subs_truth['duplicate_deliveries']} events delivered twice, "
+             f"{len(subs_truth['malformed'])} malformed lines or records")
 
     import dagster as dg
 
@@ -160,8 +174,8 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
     summary: dict = {"dbt_success": dbt_res.success and not failed_tests, "docs_url": docs_url}
     for view in views:
         for day, status, n in _query(settings, view.mart_sql):
-            if day[:10] in rows[view.flow]:
-                rows[view.flow][day[:10]].statuses[status] = int(n)
+            if str(day)[:10] in rows[view.flow]:
+                rows[view.flow][str(day)[:10]].statuses[status] = int(n)
         _print_table(view, rows[view.flow])
         totals = {k: sum(getattr(r, k) for r in rows[view.flow].values())
                   for k in ("read", "loaded", "dead", "hygiene_loaded")}
@@ -172,6 +186,8 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
              f"the hygiene pass), dead-lettered {totals['dead']:,}; "
              + ", ".join(f"{st} {totals[st]}" for st in view.statuses))
     summary["lead_handoff"]["truth"], summary["quote_to_cash"]["truth"] = truth, q2c_truth
+    summary["subscription_updates"]["truth"] = subs_truth
+    summary["warehouse_analytics"] = _scorecard(settings)
     # the lead_handoff summary at the top level, as before
     summary.update(rows=rows["lead_handoff"], totals=summary["lead_handoff"]["totals"], truth=truth)
     for st in ("missing", "duplicated", "late", "pending"):
@@ -183,13 +199,34 @@ Where to look next
   make dev                    Dagster UI on http://127.0.0.1:3000 over {settings.home}:
                               lineage raw → staging → marts, each run above, checks per partition
   warehouse                   {_safe_url(settings.warehouse_url)}
-                              marts.lead_handoff, marts.quote_to_cash, meshline.dead_letters (redacted),
+                              marts.lead_handoff, marts.quote_to_cash, marts.subscription_updates,
+                              marts.hygiene_scorecard, meshline.dead_letters (redacted),
                               meshline.load_log, meshline.watermarks, meshline.contracts
   Data Docs                   {docs_url}
                               every contract suite and the latest validation of each check
   contracts                   meshline contracts list | show NAME | test | diff OLD NEW
-  ground truth                {sandbox.paths.ground_truth}, {q2c.truth_path}""")
+  ground truth                {sandbox.paths.ground_truth}
+                              {q2c.truth_path}
+                              {subs.truth_path}""")
     return summary
+
+
+def _scorecard(settings: Settings) -> dict[str, dict]:
+    """warehouse_analytics: marts.hygiene_scorecard summed per flow, printed as the fourth flow's table."""
+    rows = _query(settings, "SELECT flow, sum(rows_read), sum(dead_letters), sum(reconciliation_failures),"
+                            " max(freshness_lag_hours), count(*) FROM marts.hygiene_scorecard GROUP BY flow ORDER BY flow")
+    card = {str(f): {"rows_read": int(r or 0), "dead_letters": int(d or 0), "reconciliation_failures": int(x or 0),
+                     "worst_freshness_lag_hours": None if lag is None else round(float(lag), 1), "days": int(n)}
+            for f, r, d, x, lag, n in rows}
+    _out("\nwarehouse_analytics — marts.hygiene_scorecard per flow (volume, dead letters, reconciliation "
+         "failures, worst freshness lag; volume, freshness and partition-gap checks ran on every boundary):")
+    _out(f" {'flow':<22} {'days':>4} {'read':>8} {'dead':>5} {'dead %':>7} {'recon fails':>11} {'worst lag h':>11}")
+    for f, c in card.items():
+        rate = c["dead_letters"] / c["rows_read"] if c["rows_read"] else 0.0
+        lag = "-" if c["worst_freshness_lag_hours"] is None else f"{c['worst_freshness_lag_hours']:.1f}"
+        _out(f" {f:<22} {c['days']:>4} {c['rows_read']:>8,} {c['dead_letters']:>5} {rate:>7.2%} "
+             f"{c['reconciliation_failures']:>11} {lag:>11}")
+    return card
 
 
 def _safe_url(url: str) -> str:
@@ -204,7 +241,7 @@ def _query(settings: Settings, sql: str) -> list[tuple]:
     from assets.loading.warehouse import Warehouse
 
     with Warehouse(settings.warehouse_url).session() as s:
-        return [(str(a), b, c) for a, b, c in s.query(sql)]
+        return [tuple(r) for r in s.query(sql)]
 
 
 def _print_table(view: FlowView, rows: dict[str, DayRow]) -> None:

@@ -63,6 +63,26 @@ def _assert_exact_q2c(url: str, truth: dict) -> None:
         (m["system"], m["row_id"], m["reason_code"]) for m in truth["malformed"])
 
 
+def _assert_exact_subs(url: str, truth: dict) -> None:
+    got: dict[str, set[int]] = {}
+    with Warehouse(url).session() as s:
+        for account, status in s.query("SELECT account_id, sync_status FROM marts.subscription_updates"):
+            got.setdefault(status, set()).add(int(account))
+        dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
+                       " WHERE flow = 'subscription_updates'")
+        pii_cols = s.query("SELECT column_name FROM information_schema.columns WHERE table_schema IN"
+                           " ('staging', 'marts') AND column_name IN ('actor_email', 'billing_email')")
+    assert truth["not_reflected"] and truth["plan_mismatch"]
+    assert got["not_reflected"] == set(truth["not_reflected"])
+    assert got["plan_mismatch"] == set(truth["plan_mismatch"])
+    assert sum(len(v) for v in got.values()) == truth["accounts"]
+    located = sorted((a, f"{d['file']}:{d['line']}" if "file" in d else str(d.get("source_position") or d["row_id"]), r)
+                     for a, loc, r in dead for d in [json.loads(loc)])
+    assert located == sorted((m["system"], str(m.get("position") or m["row_id"]), m["reason_code"])
+                             for m in truth["malformed"])
+    assert pii_cols == []
+
+
 @pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, capsys):
     url = (f"duckdb:///{home / 'warehouse.duckdb'}" if backend == "duckdb" else request.getfixturevalue("pg_url"))
@@ -85,11 +105,15 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     # the runs are in the instance the UI reads
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs()
-    assert len(runs) == 2 * 2 * 5 + 1  # two flows, two passes, five days, one dbt build
-    assert {r.job_name for r in runs} == {"lead_handoff_job", "quote_to_cash_job", "dbt_build_job"}
+    assert len(runs) == 3 * 2 * 5 + 1  # three flows, two passes, five days, one dbt build
+    assert {r.job_name for r in runs} == {"lead_handoff_job", "quote_to_cash_job", "subscription_updates_job",
+                                          "dbt_build_job"}
     q2c_truth = summary["quote_to_cash"]["truth"]
     _assert_exact_q2c(url, q2c_truth)
     assert "quote_to_cash per day" in out
+    subs_truth = summary["subscription_updates"]["truth"]
+    _assert_exact_subs(url, subs_truth)
+    assert "subscription_updates per day" in out and "warehouse_analytics" in out
     # the hygiene scorecard: per flow and day, adding up to the same findings
     with Warehouse(url).session() as s:
         card = {flow: (int(dead), int(fails), int(read)) for flow, dead, fails, read in s.query(
@@ -100,7 +124,11 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     assert card["lead_handoff"][:2] == (len(truth["malformed"]), len(truth["never_synced"]) + len(truth["duplicated"]))
     assert card["quote_to_cash"][:2] == (len(q2c_truth["malformed"]), sum(
         len(q2c_truth[k]) for k in ("no_invoice", "amount_mismatch", "currency_mismatch", "no_deal")))
-    assert card["lead_handoff"][2] == summary["lead_handoff"]["totals"]["read"]
+    assert card["subscription_updates"][:2] == (len(subs_truth["malformed"]), len(subs_truth["not_reflected"])
+                                                + len(subs_truth["plan_mismatch"]))
+    for flow in ("lead_handoff", "quote_to_cash", "subscription_updates"):
+        assert card[flow][2] == summary[flow]["totals"]["read"]
+        assert summary["warehouse_analytics"][flow]["reconciliation_failures"] == card[flow][1]
 
     if backend == "duckdb":  # running it twice is safe: same warehouse, same findings
         before = snapshot(url)

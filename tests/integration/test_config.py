@@ -30,8 +30,12 @@ flows:
 
 def test_the_project_config_loads():
     config = load_config(PROJECT_ROOT / "meshline.yaml", env={})
-    assert set(config.boundaries) == {"marketing_leads", "crm_leads", "crm_opportunities", "billing_invoices"}
-    assert {b.flow for b in config.boundaries.values()} == {"lead_handoff", "quote_to_cash"}
+    assert set(config.boundaries) == {"marketing_leads", "crm_leads", "crm_opportunities", "billing_invoices",
+                                      "product_plan_events", "billing_subscriptions"}
+    assert {b.flow for b in config.boundaries.values()} == {"lead_handoff", "quote_to_cash", "subscription_updates"}
+    kinds = {n: b.source["kind"] for n, b in config.boundaries.items()}
+    assert kinds == {"marketing_leads": "sql", "crm_leads": "sql", "crm_opportunities": "sql",
+                     "billing_invoices": "http", "billing_subscriptions": "http", "product_plan_events": "files"}
     assert config.boundaries["crm_leads"].source["url"] == "sandbox"
     env = {"MESHLINE_SOURCE_CRM_URL": "postgresql+psycopg2://u@h/crm"}
     assert load_config(PROJECT_ROOT / "meshline.yaml", env=env).boundaries["crm_leads"].source["url"] == env[

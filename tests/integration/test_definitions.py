@@ -20,20 +20,25 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"raw/marketing_leads", "raw/crm_leads", "staging/stg_marketing_leads", "staging/stg_crm_leads",
-            "marts/lead_handoff", "raw/crm_opportunities", "raw/billing_invoices", "marts/quote_to_cash"} <= keys
+            "marts/lead_handoff", "raw/crm_opportunities", "raw/billing_invoices", "marts/quote_to_cash",
+            "raw/product_plan_events", "raw/billing_subscriptions", "marts/subscription_updates",
+            "marts/hygiene_scorecard"} <= keys
     jobs = {j.name for j in defs.resolve_all_job_defs()}
-    assert {"lead_handoff_job", "quote_to_cash_job", "dbt_build_job"} <= jobs
+    assert {"lead_handoff_job", "quote_to_cash_job", "subscription_updates_job", "dbt_build_job"} <= jobs
     for name in jobs:
         assert defs.resolve_job_def(name) is not None
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
-    assert {s.name for s in defs.schedules} == {"lead_handoff_daily", "quote_to_cash_daily", "dbt_nightly"}
+    assert {s.name for s in defs.schedules} == {"lead_handoff_daily", "quote_to_cash_daily",
+                                                 "subscription_updates_daily", "dbt_nightly"}
     for sensor in defs.sensors:
         assert defs.resolve_sensor_def(sensor.name) is not None
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {("raw/marketing_leads", "contract_marketing_leads"), ("raw/crm_leads", "contract_crm_leads"),
             ("raw/marketing_leads", "handoff_reconciliation"), ("raw/crm_opportunities", "invoice_reconciliation"),
-            ("raw/billing_invoices", "invoice_has_deal"), ("raw/crm_leads", "contract_version_crm_leads")} <= checks
+            ("raw/billing_invoices", "invoice_has_deal"), ("raw/crm_leads", "contract_version_crm_leads"),
+            ("raw/product_plan_events", "plan_sync_reconciliation"),
+            ("raw/billing_subscriptions", "contract_billing_subscriptions")} <= checks
     assert any(a == "marts/lead_handoff" for a, _ in checks), "dbt tests show as asset checks"
     # raw → staging → mart lineage
     assert dg.AssetKey(["raw", "marketing_leads"]) in graph.get(dg.AssetKey(["staging", "stg_marketing_leads"])).parent_keys

@@ -118,7 +118,8 @@ def test_a_file_whose_content_disagrees_with_its_place_is_refused(tmp_path):
 def test_the_project_registry_pins_every_boundary_and_keeps_older_versions():
     reg = Registry()
     assert reg.pins() == {"marketing_leads": "1.0.0", "crm_leads": "1.0.0", "crm_opportunities": "1.0.0",
-                          "billing_invoices": "1.0.0"}
+                          "billing_invoices": "1.0.0", "product_plan_events": "1.0.0",
+                          "billing_subscriptions": "1.0.0"}
     assert reg.versions("crm_leads") == ["1.0.0", "1.1.0"]
 
 
@@ -147,7 +148,7 @@ def test_contracts_list_show_compile(tmp_path, capsys):
     assert "email" in out and "pattern=email" in out and "PII" in out
     assert contracts(["compile", "--out", str(tmp_path / "suites")]) == 0
     assert sorted(p.name for p in (tmp_path / "suites").iterdir()) == [
-        "billing_invoices__v1_0_0.json", "crm_leads__v1_0_0.json", "crm_opportunities__v1_0_0.json",
-        "marketing_leads__v1_0_0.json"]
+        "billing_invoices__v1_0_0.json", "billing_subscriptions__v1_0_0.json", "crm_leads__v1_0_0.json",
+        "crm_opportunities__v1_0_0.json", "marketing_leads__v1_0_0.json", "product_plan_events__v1_0_0.json"]
     assert contracts(["show", "nope"]) == 2
     assert "no contract named 'nope'" in capsys.readouterr().err

@@ -38,6 +38,11 @@ recon as (
     from {{ ref('quote_to_cash') }}
     where q2c_status in ('missing_invoice', 'amount_mismatch', 'currency_mismatch', 'no_deal')
     group by 1, 2
+    union all
+    select 'subscription_updates' as flow, cast(event_date as text) as partition_key, count(*) as failures
+    from {{ ref('subscription_updates') }}
+    where sync_status in ('not_reflected', 'plan_mismatch')
+    group by 1, 2
 ),
 
 final as (
