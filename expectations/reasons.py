@@ -5,6 +5,7 @@ The hierarchy, drawn once::
     MeshlineError                      base of every error Meshline raises on purpose
     ├── ContractError                  a contract file is invalid (file, key and reason in the message)
     ├── SourceError                    a source system cannot be read
+    │   ├── SourceUnreachable          it cannot be reached at all (transient: retried)
     │   └── SourceSchemaError          the source lacks a column the contract requires
     └── LoadError                      a load could not be committed (nothing was written)
 
@@ -26,6 +27,11 @@ class ContractError(MeshlineError):
 
 class SourceError(MeshlineError):
     """A source system cannot be read."""
+
+
+class SourceUnreachable(SourceError):
+    """The source cannot be reached at all (connection refused, unknown host, timeouts, a landing folder
+    that is not mounted). Usually transient, so the asset's retry policy applies."""
 
 
 class SourceSchemaError(SourceError):

@@ -17,7 +17,7 @@ from assets.loading.ddl import META_SCHEMA, raw_table
 from assets.loading.warehouse import ident
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract
-from expectations.reasons import ContractError, SourceError
+from expectations.reasons import ContractError, SourceError, SourceUnreachable
 
 # Partitioned asset checks are "preview" in Dagster 1.13; they are what per-partition contracts need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
@@ -60,6 +60,9 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                 wh, source, contract, partition_key=context.partition_key,
                 window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
                 progress=context.log.info)
+        except SourceUnreachable as exc:
+            # Usually transient (a restart, a network blip): the retry policy tries again, with backoff.
+            raise dg.Failure(description=str(exc), allow_retries=True) from exc
         except (SourceError, ContractError) as exc:
             # Not transient: retrying cannot help, so fail once with the reason.
             raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -42,7 +42,7 @@ from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
 from assets.sources.base import Source
 from expectations.contract import Contract
-from expectations.reasons import LoadError, SourceSchemaError
+from expectations.reasons import LoadError, SourceError, SourceSchemaError
 from expectations.rules import evaluate, primary_reason
 
 log = logging.getLogger("meshline.loader")
@@ -179,9 +179,16 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
 
 
 def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
-    """(columns to read, missing optional columns, unknown columns), or `SourceSchemaError` when the
-    source lacks a column no row can be loaded without."""
-    offered = source.columns()
+    """Before anything is written: is the source reachable, and do its columns match the contract?
+
+    Returns (columns to read, missing optional columns, unknown columns). Raises `SourceUnreachable`
+    when the source cannot be reached, `SourceError` when it can but the table cannot be read, and
+    `SourceSchemaError` when it lacks a column no row can be loaded without."""
+    try:
+        offered = source.columns()
+    except SourceError as exc:
+        raise type(exc)(f"preflight of {contract.name} failed: {exc}; nothing was loaded and the watermark "
+                        "did not move") from exc
     wanted = contract.source_columns
     if offered is None:  # the source cannot say (an API with no records yet): read what the contract names
         return wanted, (), ()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from assets.sources.base import Malformed, Source, as_text, outside, parse_token
-from expectations.reasons import SourceError
+from expectations.reasons import SourceUnreachable
 
 
 def checksum(path: Path) -> str:
@@ -53,7 +53,8 @@ class FileDropSource(Source):
 
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
-            raise SourceError(f"{self.system}.{self.table}: landing folder {self.folder} does not exist")
+            raise SourceUnreachable(f"{self.system}.{self.table}: landing folder {self.folder} does not exist "
+                                    "(not mounted, or not created yet)")
         return sorted(p for p in self.folder.glob(self.pattern)
                       if p.is_file() and p.suffix.lower() in (".csv", ".jsonl", ".ndjson"))
 

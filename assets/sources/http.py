@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from assets.sources.base import Source, as_text, outside, parse_token
-from expectations.reasons import SourceError
+from expectations.reasons import SourceError, SourceUnreachable
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
@@ -156,8 +156,8 @@ class HttpSource(Source):
             if resp.status_code == 429:
                 self.stats["throttled"] += 1
             self._sleep(wait if wait is not None else backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
-        raise SourceError(f"{self.system}.{self.table}: gave up on {self.path} after {self.max_retries + 1} "
-                          f"attempts (last: {last})")
+        raise SourceUnreachable(f"{self.system}.{self.table}: gave up on {self.base_url}{self.path} after "
+                                f"{self.max_retries + 1} attempts (last: {last})")
 
     def _pages(self, params: dict) -> Iterator[list[dict]]:
         cursor, page = None, 1

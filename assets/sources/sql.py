@@ -12,7 +12,11 @@ import pyarrow.csv as pacsv
 
 from assets.loading.warehouse import WarehouseURL, ident
 from assets.sources.base import Source
-from expectations.reasons import SourceError
+from expectations.reasons import SourceError, SourceUnreachable
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def _rebatch(tables: Iterator[pa.Table | pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -57,25 +61,43 @@ class SqlSource(Source):
         return f"{ident(token)} {op} ? AND {ident(token)} < ?"
 
     def columns(self) -> list[str]:
+        """The table's columns. Preflight: `SourceUnreachable` when the database cannot be reached,
+        `SourceError` when it can but the table cannot be read."""
         sql = f"SELECT * FROM {self._qualified} WHERE 1 = 0"
+        where = f"the {self.dialect} source of {self.system}.{self.table}"
         try:
             if self.dialect == "duckdb":
                 import duckdb
 
-                with duckdb.connect(str(WarehouseURL.parse(self.url).path), read_only=True) as con:
-                    return [d[0] for d in con.execute(sql).description]
-            if self.dialect == "postgres":
+                path = WarehouseURL.parse(self.url).path
+                if not os.path.exists(path):  # DuckDB would create an empty file: say what is wrong
+                    raise FileNotFoundError(f"no database file {path}")
+                conn = duckdb.connect(str(path), read_only=True)
+            elif self.dialect == "postgres":
                 import psycopg2
 
-                with psycopg2.connect(WarehouseURL.parse(self.url).dsn) as conn, conn.cursor() as cur:
+                conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn, connect_timeout=10)
+            else:
+                import sqlalchemy as sa
+
+                conn = sa.create_engine(self.url).connect()
+        except Exception as exc:  # any driver error on connect: not reachable
+            raise SourceUnreachable(f"cannot connect to {where}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        try:
+            if self.dialect == "duckdb":
+                return [d[0] for d in conn.execute(sql).description]
+            if self.dialect == "postgres":
+                with conn.cursor() as cur:
                     cur.execute(sql)
                     return [d[0] for d in cur.description]
             import sqlalchemy as sa
 
-            with sa.create_engine(self.url).connect() as conn:
-                return list(conn.execute(sa.text(sql)).keys())
-        except Exception as exc:  # any driver error: the source is unreachable or the table is absent
-            raise SourceError(f"cannot read {self.system}.{self.table}: {type(exc).__name__}: {exc}") from exc
+            return list(conn.execute(sa.text(sql)).keys())
+        except Exception as exc:  # reachable, but the table is absent or not readable
+            raise SourceError(f"{where} is reachable but table {self.table!r} cannot be read: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            conn.close()
 
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
