@@ -12,9 +12,14 @@ RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "loaded_at"
 TABLES = {
     "raw.marketing_leads": "lead_id",
     "raw.crm_leads": "crm_lead_id",
+    "raw.crm_opportunities": "opportunity_id",
+    "raw.billing_invoices": "invoice_id",
+    "raw.product_plan_events": "event_id",
+    "raw.billing_subscriptions": "subscription_id",
     "meshline.dead_letters": "dead_letter_id",
     "meshline.watermarks": "asset, partition_key",
     "meshline.file_manifest": "checksum, asset, partition_key",
+    "meshline.held_rows": "hold_id",
 }
 
 

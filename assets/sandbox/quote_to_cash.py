@@ -122,6 +122,12 @@ class QuoteToCashSandbox:
         invoices = pd.concat([inv, orphans, bad_b], ignore_index=True)
         invoices.insert(0, "invoice_id", np.arange(70_001, 70_001 + len(invoices)))
         invoices["updated_at"] = invoices["issued_at"]
+        # Billing touches about one invoice in ten again later (a regenerated PDF, a reminder): a second
+        # version of the same invoice with a newer change token and the same content.
+        touched = invoices.iloc[: len(inv)].sample(frac=0.1, random_state=seed).copy()
+        touched["updated_at"] = touched["issued_at"] + sec(rng.integers(3600, 20 * 3600, len(touched)))
+        touched = touched[touched["updated_at"] < stop]
+        invoices = pd.concat([invoices, touched], ignore_index=True)
         invoices = invoices.sort_values("updated_at", kind="stable").reset_index(drop=True)
         invoices.insert(0, "row_id", np.arange(1, len(invoices) + 1))
 
@@ -153,7 +159,7 @@ class QuoteToCashSandbox:
                 key=lambda m: (m["system"], m["row_id"])),
         }
         # Orphans are invoices whose deal the CRM never had; malformed invoices are dead letters, not orphans.
-        truth["no_deal"] = sorted(int(x) for x in invoices.loc[
-            (invoices["opportunity_id"] >= 900_001) & (invoices["opportunity_id"] < 950_001), "invoice_id"])
+        truth["no_deal"] = sorted({int(x) for x in invoices.loc[
+            (invoices["opportunity_id"] >= 900_001) & (invoices["opportunity_id"] < 950_001), "invoice_id"]})
         self.truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True))
         return truth
