@@ -22,7 +22,8 @@ from datetime import date, timedelta
 
 from orchestration.settings import Settings
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Failed runs are summed up in one line each (with the run id to open in the UI), not as stack traces.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
