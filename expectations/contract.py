@@ -32,13 +32,19 @@ NAMED_PATTERNS = {
 _TOP_KEYS = {
     "contract": str, "version": str, "description": str, "boundary": dict, "severity": str,
     "idempotency_key": str, "change_token": str, "locator": str, "owners": dict, "slos": dict,
-    "columns": dict, "test_vectors": dict, "deprecated_after": date, "ignored_columns": list,
+    "columns": dict, "test_vectors": dict, "deprecated_after": date, "ignored_columns": list, "runbook": str,
 }
 _REQUIRED_TOP = ("contract", "version", "boundary", "severity", "idempotency_key", "change_token",
                  "owners", "columns")
 _BOUNDARY_KEYS = {"flow": str, "source_system": str, "table": str}
 _OWNER_KEYS = {"contract": str, "execution": str, "business": str}
-_SLO_KEYS = {"freshness_hours": (int, float), "dead_letter_rate_max": (int, float)}
+_SLO_KEYS = {
+    "freshness_hours": (int, float),
+    "dead_letter_rate_max": (int, float),  # also the paging threshold on the rate
+    "dead_letter_count_max": (int, float),  # page when a window holds more open dead letters than this
+    "dead_letter_growth_max": (int, float),  # page when a window holds this many times the previous one's
+    "resolve_hours": (int, float),  # incident SLO: escalate when open longer (default P1 4 h, P2 24 h)
+}
 _COLUMN_KEYS = {
     "type": str, "required": bool, "pattern": str, "allowed_values": list, "min": (int, float),
     "max": (int, float), "pii": bool, "description": str,
@@ -84,6 +90,7 @@ class Contract:
     deprecated_after: date | None = None
     ignored_columns: tuple[str, ...] = ()  # source columns known and deliberately not loaded
     path: Path | None = None
+    runbook: str | None = None  # where the on-call owner starts when paged
 
     @property
     def ref(self) -> str:
@@ -277,6 +284,7 @@ def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
         slos={k: float(v) for k, v in slos.items()}, test_vectors=vectors,
         deprecated_after=data.get("deprecated_after"),
         ignored_columns=tuple(str(c) for c in data.get("ignored_columns", [])), path=Path(path),
+        runbook=data.get("runbook"),
     )
 
 

@@ -7,13 +7,15 @@ import sys
 USAGE = """usage: meshline COMMAND [ARGS]
 
 commands:
-  demo     simulate 14 days of the lead handoff flow with faults, load and check it through Dagster,
+  demo     simulate 14 days of the revenue flows with faults, load and check them through Dagster,
            build the dbt marts and print what was found (`meshline demo --help`)
   contracts  list | show NAME | test | diff OLD NEW | compile | publish | docs
            (`meshline contracts --help`)
   dev      the Dagster UI over MESHLINE_HOME, bound to 127.0.0.1 (`--host`, `--port` to change)
   bench    the validated incremental load of the shared benchmark table, DuckDB and Postgres
            (`meshline bench --help`)
+  dlq      list | show ID | replay | resolve ID --note TEXT: the dead-letter queue (`meshline dlq --help`)
+  incidents  open and recent incidents, and MTTR per contract and severity
 
 environment:
   MESHLINE_HOME            local state (default ./.meshline)
@@ -63,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.bench import main as bench_main
 
         return bench_main(rest)
+    if cmd == "dlq":
+        from orchestration.ops_cli import dlq
+
+        return dlq(rest)
+    if cmd == "incidents":
+        from orchestration.ops_cli import incidents
+
+        return incidents(rest)
     print(f"meshline: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

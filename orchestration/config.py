@@ -164,3 +164,47 @@ def _check_contracts(config: Config, fail) -> None:
             reg.get(b.contract, b.contract_version)
         except ContractError as exc:
             raise fail(where, str(exc)) from exc
+
+
+def sandbox_sources(settings) -> dict[str, dict[str, str]]:
+    """The simulated source systems under MESHLINE_HOME, by boundary: what `sandbox` stands for in each
+    source key that may say it (a database `url`, an API `base_url`, a landing `folder`)."""
+    from assets.sandbox import LeadHandoffSandbox
+    from assets.sandbox.quote_to_cash import QuoteToCashSandbox
+    from assets.sandbox.subscription_updates import SubscriptionSandbox
+
+    lh = LeadHandoffSandbox(settings.sandbox_dir)
+    q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
+    subs = SubscriptionSandbox(settings.sandbox_dir / "subscription_updates")
+    # An API's base URL is only known once its server runs, in the process that reads it: the
+    # sources resource starts the billing API over `sandbox_db` there (assets.sandbox.billing_api).
+    return {"marketing_leads": {"url": lh.marketing_url}, "crm_leads": {"url": lh.crm_url},
+            "crm_opportunities": {"url": q2c.crm_url},
+            "billing_invoices": {"url": q2c.billing_url, "base_url": "sandbox", "sandbox_db": str(q2c.billing_path)},
+            "product_plan_events": {"folder": str(subs.events_dir)},
+            "billing_subscriptions": {"base_url": "sandbox", "sandbox_db": str(subs.billing_path)}}
+
+
+SANDBOX_KEYS = ("url", "base_url", "folder")
+
+
+def source_specs(settings, config: Config) -> dict[str, dict]:
+    """Each boundary's source spec from meshline.yaml, with `sandbox` resolved."""
+    sandbox = sandbox_sources(settings)
+    specs = {}
+    for b in config.boundaries.values():
+        spec = dict(b.source)
+        for key in SANDBOX_KEYS:
+            if spec.get(key) != "sandbox":
+                continue
+            sim = sandbox.get(b.name, {})
+            if key not in sim:
+                offers = sorted(n for n, s in sandbox.items() if key in s)
+                raise ConfigError(f"{config.path}: flows.{b.flow}.boundaries.{b.name}.source.{key}: the sandbox "
+                                  f"simulates no {spec.get('kind')} source for boundary {b.name!r} (it has "
+                                  f"{', '.join(offers)})")
+            spec[key] = sim[key]
+            if key == "base_url":
+                spec["sandbox_db"] = sim["sandbox_db"]
+        specs[b.name] = spec
+    return specs

@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_cli, dbt_project
 from assets.flows import lead_handoff, quote_to_cash, subscription_updates
-from orchestration.config import Config, ConfigError, load_config
+from orchestration.config import load_config, source_specs
 from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from orchestration.settings import DBT_PROJECT_DIR, Settings
 
@@ -23,50 +23,6 @@ DBT_JOB = "dbt_build_job"
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=settings.partition_start, end_offset=0)
-
-
-def sandbox_sources(settings: Settings) -> dict[str, dict[str, str]]:
-    """The simulated source systems under MESHLINE_HOME, by boundary: what `sandbox` stands for in each
-    source key that may say it (a database `url`, an API `base_url`, a landing `folder`)."""
-    from assets.sandbox import LeadHandoffSandbox
-    from assets.sandbox.quote_to_cash import QuoteToCashSandbox
-    from assets.sandbox.subscription_updates import SubscriptionSandbox
-
-    lh = LeadHandoffSandbox(settings.sandbox_dir)
-    q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
-    subs = SubscriptionSandbox(settings.sandbox_dir / "subscription_updates")
-    # An API's base URL is only known once its server runs, in the process that reads it: the
-    # sources resource starts the billing API over `sandbox_db` there (assets.sandbox.billing_api).
-    return {"marketing_leads": {"url": lh.marketing_url}, "crm_leads": {"url": lh.crm_url},
-            "crm_opportunities": {"url": q2c.crm_url},
-            "billing_invoices": {"url": q2c.billing_url, "base_url": "sandbox", "sandbox_db": str(q2c.billing_path)},
-            "product_plan_events": {"folder": str(subs.events_dir)},
-            "billing_subscriptions": {"base_url": "sandbox", "sandbox_db": str(subs.billing_path)}}
-
-
-SANDBOX_KEYS = ("url", "base_url", "folder")
-
-
-def source_specs(settings: Settings, config: Config) -> dict[str, dict]:
-    """Each boundary's source spec from meshline.yaml, with `sandbox` resolved."""
-    sandbox = sandbox_sources(settings)
-    specs = {}
-    for b in config.boundaries.values():
-        spec = dict(b.source)
-        for key in SANDBOX_KEYS:
-            if spec.get(key) != "sandbox":
-                continue
-            sim = sandbox.get(b.name, {})
-            if key not in sim:
-                offers = sorted(n for n, s in sandbox.items() if key in s)
-                raise ConfigError(f"{config.path}: flows.{b.flow}.boundaries.{b.name}.source.{key}: the sandbox "
-                                  f"simulates no {spec.get('kind')} source for boundary {b.name!r} (it has "
-                                  f"{', '.join(offers)})")
-            spec[key] = sim[key]
-            if key == "base_url":
-                spec["sandbox_db"] = sim["sandbox_db"]
-        specs[b.name] = spec
-    return specs
 
 
 @dg.run_failure_sensor(name="run_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING)
@@ -120,12 +76,21 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *",
                               execution_timezone="UTC", description="dbt build after the nightly loads."),
     ]
+    from expectations.registry import Registry
+    from orchestration.sensors import build_sensors
+
+    registry = Registry()
+    contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
+    remediation = build_sensors(
+        {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
+         subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}, DBT_JOB, contracts,
+        interval_s=int(os.environ.get("MESHLINE_SENSOR_INTERVAL_S", "30")))
     return dg.Definitions(
         assets=[*lh_assets, *q2c_assets, *sub_assets, dbt_defs],
         asset_checks=[*lh_checks, *q2c_checks, *sub_checks],
         jobs=[lead_handoff_job, q2c_job, subs_job, dbt_job],
         schedules=schedules,
-        sensors=[run_failure_alert],
+        sensors=[run_failure_alert, *remediation],
         resources={
             "warehouse": WarehouseResource(url=settings.warehouse_url),
             "sources": SourcesResource(boundaries=source_specs(settings, config)),

@@ -33,12 +33,6 @@ class SourcesResource(ConfigurableResource):
         except KeyError:
             raise KeyError(f"no source configured for boundary {contract.name!r}; "
                            f"configured: {sorted(self.boundaries)}") from None
-        spec = dict(spec)
-        sandbox_db = spec.pop("sandbox_db", None)
-        if spec.get("kind") == "http" and spec.get("base_url") == "sandbox" and sandbox_db:
-            from assets.sandbox.billing_api import serve
-
-            spec["base_url"] = serve(Path(sandbox_db))  # this process's server over the simulated system
         return build_source(spec, system=contract.source_system, table=contract.source_table)
 
 

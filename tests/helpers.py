@@ -57,12 +57,12 @@ def lead_handoff_defs(url: str, sandbox, start: str = "2026-01-01"):
     return assets, checks, resources
 
 
-def materialize_day(url: str, sandbox, key: str, instance=None):
+def materialize_day(url: str, sandbox, key: str, instance=None, tags: dict | None = None):
     """Both raw assets and their checks for one day. A blocking check may fail the run (that is its job);
     the two loads themselves must have materialized."""
     assets, checks, resources = lead_handoff_defs(url, sandbox)
     res = dg.materialize([*assets, *checks], partition_key=key, resources=resources,
-                         instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+                         instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, tags=tags)
     loaded = {ev.asset_key.path[-1] for ev in res.get_asset_materialization_events()}
     if loaded != {"marketing_leads", "crm_leads"}:
         failures = [str(e.event_specific_data.error) for e in res.all_events

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key
+from assets.flows.boundary import asset_key, recorded
 from assets.loading.ddl import META_SCHEMA
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract
@@ -60,7 +60,8 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
         md = {"rows_read": current, "trailing_partitions": len(history)}
         if dev is not None:
             md["deviation"] = round(dev, 4)
-        return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.WARN, description=why, metadata=md)
+        return recorded(context, contract, f"volume_{name}", dg.AssetCheckResult(
+            passed=ok, severity=dg.AssetCheckSeverity.WARN, description=why, metadata=md), remediable=True)
 
     @dg.asset_check(asset=key, name=f"freshness_{name}", partitions_def=partitions_def, pool=pool,
                     required_resource_keys={"warehouse"}, metadata={"freshness_hours": fresh_h or "none"},
@@ -72,15 +73,16 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
             newest = s.scalar(f"SELECT max(watermark) FROM {META_SCHEMA}.watermarks WHERE asset = ? AND"
                               " partition_key <= ?", (name, context.partition_key))
         if newest is None:
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                       description="nothing loaded yet for this boundary")
+            return recorded(context, contract, f"freshness_{name}", dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.WARN, description="nothing loaded yet for this boundary"),
+                remediable=True)
         lag_h = (as_of - newest).total_seconds() / 3600
         ok = fresh_h is None or lag_h <= fresh_h
-        return dg.AssetCheckResult(
+        return recorded(context, contract, f"freshness_{name}", dg.AssetCheckResult(
             passed=ok, severity=dg.AssetCheckSeverity.WARN,
             description=f"newest change {lag_h:.1f} h before {as_of:%Y-%m-%d %H:%M}"
                         + (f" (SLO {fresh_h:g} h)" if fresh_h is not None else " (no SLO)"),
-            metadata={"lag_hours": round(lag_h, 2), "newest_change": newest.isoformat()})
+            metadata={"lag_hours": round(lag_h, 2), "newest_change": newest.isoformat()}), remediable=True)
 
     @dg.asset_check(asset=key, name=f"partition_gaps_{name}", partitions_def=partitions_def, pool=pool,
                     required_resource_keys={"warehouse"},
@@ -92,9 +94,10 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
         first = min((datetime.strptime(k, "%Y-%m-%d").date() for k in loaded), default=day)
         missing = [(first + timedelta(days=i)).isoformat() for i in range((day - first).days + 1)
                    if (first + timedelta(days=i)).isoformat() not in loaded]
-        return dg.AssetCheckResult(
+        return recorded(context, contract, f"partition_gaps_{name}", dg.AssetCheckResult(
             passed=not missing, severity=dg.AssetCheckSeverity.WARN,
             description=f"{len(missing)} partition(s) never loaded since {first}" if missing else "no gaps",
-            metadata={"missing_partitions": dg.MetadataValue.json(missing[:31]), "gaps": len(missing)})
+            metadata={"missing_partitions": dg.MetadataValue.json(missing[:31]), "gaps": len(missing)}),
+            remediable=True, targets=tuple(missing))
 
     return [volume, freshness, gaps]

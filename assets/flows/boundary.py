@@ -22,11 +22,31 @@ from expectations.reasons import ContractError, SourceError, SourceUnreachable
 # Partitioned asset checks are "preview" in Dagster 1.13; they are what per-partition contracts need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
+COMPENSATE_TAG = "meshline/compensate"  # on a run: reload partitions regardless of the watermark, replaying dead letters
+
 RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def asset_key(contract: Contract) -> dg.AssetKey:
     return dg.AssetKey(["raw", contract.name])
+
+
+def recorded(context, contract: Contract, check_name: str, result: dg.AssetCheckResult, *, remediable: bool,
+             targets: tuple[str, ...] = ()) -> dg.AssetCheckResult:
+    """Store a partitioned check's outcome in `meshline.check_results` and open or resolve its incident
+    (assets.remediation.state); the compensating-backfill sensor reads what is stored. `remediable`:
+    a failure a compensating run can act on (not, e.g., dead letters within the contract's SLO)."""
+    from assets.remediation.state import CheckOutcome, record_check
+
+    sev = "ERROR" if result.severity == dg.AssetCheckSeverity.ERROR else "WARN"
+    what = record_check(context.resources.warehouse.get(), CheckOutcome(
+        flow=contract.boundary_flow, contract=contract.name, contract_severity=contract.severity,
+        asset=contract.name, check_name=check_name, partition_key=context.partition_key, passed=result.passed,
+        severity=sev, remediable=remediable and not result.passed, description=result.description or "",
+        run_id=context.run.run_id, target_partitions=targets))
+    if what:
+        context.log.info(f"incident {what}: {contract.name} {check_name} {context.partition_key}")
+    return result
 
 
 def _owners(contract: Contract) -> list[str]:
@@ -55,11 +75,14 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
     def _load(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         wh = context.resources.warehouse.get()
         source = context.resources.sources.source(contract)
+        # A compensating run (the backfill sensor's, `meshline dlq replay`'s) re-extracts the whole window
+        # whatever the watermark says: late rows load, fixed records replace their dead letters.
+        compensate = context.run.tags.get(COMPENSATE_TAG) == "true"
         try:
             r = load_partition(
                 wh, source, contract, partition_key=context.partition_key,
                 window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
-                progress=context.log.info)
+                full_refresh=compensate, progress=context.log.info)
         except SourceUnreachable as exc:
             # Usually transient (a restart, a network blip): the retry policy tries again, with backoff.
             raise dg.Failure(description=str(exc), allow_retries=True) from exc
@@ -80,6 +103,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             "watermark_to": r.watermark_to.isoformat() if r.watermark_to else "none",
             "extract_from": r.extract_low.isoformat() if r.extract_low else "",
             "contract_version": contract.version, "load_id": r.load_id, "load_seconds": round(r.seconds, 3),
+            "compensating": compensate, "dead_letters_resolved": r.dead_letters_resolved,
         }
         if lag is not None:
             meta["lag_minutes"] = round(lag, 1)
@@ -145,13 +169,14 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         rate = n_dead / volume if volume else 0.0
         suite_ok = suite is None or suite.success
         passed = n_dead == 0 and n_held == 0 and suite_ok
-        severity = dg.AssetCheckSeverity.WARN if suite_ok and rate <= slo and not n_held else breach
+        breached = not suite_ok or rate > slo or bool(n_held)
+        severity = breach if breached else dg.AssetCheckSeverity.WARN
         description = (f"{n_dead} open dead letter(s), rate {rate:.2%} (SLO {slo:.2%}); GX suite "
                        f"{'not run (no rows)' if suite is None else 'passed' if suite.success else 'FAILED'}")
         if n_held:
             description = (f"{n_held} row(s) held: source column(s) {', '.join(held_cols)} are in no version of "
                            f"contract {contract.name}; list them in a new version to load the rows. " + description)
-        return dg.AssetCheckResult(
+        return recorded(context, contract, f"contract_{contract.name}", dg.AssetCheckResult(
             passed=passed, severity=severity, description=description,
             metadata={
                 "held_rows": n_held,
@@ -168,7 +193,7 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                 "contract_version": contract.version,
                 **({"data_docs": dg.MetadataValue.url(suite.docs_url)} if suite and suite.docs_url else {}),
             },
-        )
+        ), remediable=breached)
 
     return _check
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries
+from assets.flows.boundary import asset_key, build_boundaries, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract, load_contract
@@ -63,11 +63,12 @@ def handoff_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: 
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         wh = context.resources.warehouse.get()
         if not (wh.table_exists("raw", crm.name) and wh.table_exists("raw", marketing.name)):
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                       description="raw.marketing_leads or raw.crm_leads has never been loaded")
+            return recorded(context, marketing, "handoff_reconciliation", dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                description="raw.marketing_leads or raw.crm_leads has never been loaded"), remediable=True)
         r = reconcile(wh, context.partition_key)
         n_missing, n_dup = len(r["missing"]), len(r["duplicated"])
-        return dg.AssetCheckResult(
+        return recorded(context, marketing, "handoff_reconciliation", dg.AssetCheckResult(
             passed=n_missing == 0 and n_dup == 0,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"{n_missing} MQL(s) missing in the CRM past the SLA, {n_dup} duplicated",
@@ -77,7 +78,7 @@ def handoff_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: 
                 "sample_missing_lead_ids": dg.MetadataValue.json(r["missing"][:SAMPLE_KEYS]),
                 "sample_duplicated_lead_ids": dg.MetadataValue.json(r["duplicated"][:SAMPLE_KEYS]),
             },
-        )
+        ), remediable=True)
 
     return _check
 

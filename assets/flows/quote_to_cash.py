@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries
+from assets.flows.boundary import asset_key, build_boundaries, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import load_contract
@@ -78,11 +78,13 @@ def invoice_reconciliation_check(partitions_def, pool):
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         wh = context.resources.warehouse.get()
+        deals = load_contract("crm_opportunities")
         if not _both_loaded(wh):
-            return dg.AssetCheckResult(passed=False, description="a quote_to_cash table has never been loaded")
+            return recorded(context, deals, "invoice_reconciliation", dg.AssetCheckResult(
+                passed=False, description="a quote_to_cash table has never been loaded"), remediable=True)
         r = reconcile_deals(wh, context.partition_key)
         bad = len(r["missing"]) + len(r["amount_mismatch"]) + len(r["currency_mismatch"])
-        return dg.AssetCheckResult(
+        return recorded(context, deals, "invoice_reconciliation", dg.AssetCheckResult(
             passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR,
             description=(f"{len(r['missing'])} closed-won deal(s) not invoiced past the SLA, "
                          f"{len(r['amount_mismatch'])} amount and {len(r['currency_mismatch'])} currency mismatch(es)"),
@@ -91,7 +93,7 @@ def invoice_reconciliation_check(partitions_def, pool):
                       "pending": r["pending"], "as_of": r["as_of"] or "never",
                       "sample_opportunity_ids": dg.MetadataValue.json(
                           (r["missing"] + r["amount_mismatch"] + r["currency_mismatch"])[:SAMPLE_KEYS])},
-        )
+        ), remediable=True)
 
     return _check
 
@@ -105,15 +107,17 @@ def invoice_has_deal_check(partitions_def, pool):
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         wh = context.resources.warehouse.get()
+        invoices = load_contract("billing_invoices")
         if not _both_loaded(wh):
-            return dg.AssetCheckResult(passed=False, description="a quote_to_cash table has never been loaded")
+            return recorded(context, invoices, "invoice_has_deal", dg.AssetCheckResult(
+                passed=False, description="a quote_to_cash table has never been loaded"), remediable=True)
         r = reconcile_invoices(wh, context.partition_key)
-        return dg.AssetCheckResult(
+        return recorded(context, invoices, "invoice_has_deal", dg.AssetCheckResult(
             passed=not r["no_deal"], severity=dg.AssetCheckSeverity.ERROR,
             description=f"{len(r['no_deal'])} invoice(s) with no deal in the CRM",
             metadata={"invoices": r["invoices"], "no_deal": len(r["no_deal"]), "as_of": r["as_of"] or "never",
                       "sample_invoice_ids": dg.MetadataValue.json(r["no_deal"][:SAMPLE_KEYS])},
-        )
+        ), remediable=True)
 
     return _check
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries
+from assets.flows.boundary import asset_key, build_boundaries, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import load_contract
@@ -69,18 +69,19 @@ def plan_sync_check(partitions_def, pool):
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         wh = context.resources.warehouse.get()
         if not all(wh.table_exists("raw", n) for n in BOUNDARIES):
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                                       description="a subscription_updates table has never been loaded")
+            return recorded(context, events, "plan_sync_reconciliation", dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                description="a subscription_updates table has never been loaded"), remediable=True)
         r = reconcile(wh, context.partition_key)
         n_nr, n_mm = len(r["not_reflected"]), len(r["plan_mismatch"])
-        return dg.AssetCheckResult(
+        return recorded(context, events, "plan_sync_reconciliation", dg.AssetCheckResult(
             passed=n_nr == 0 and n_mm == 0, severity=dg.AssetCheckSeverity.ERROR,
             description=f"{n_nr} plan change(s) not reflected in billing past the SLA, {n_mm} billed on another plan",
             metadata={"accounts": r["accounts"], "in_sync": r["in_sync"], "not_reflected": n_nr,
                       "plan_mismatch": n_mm, "pending": r["pending"], "as_of": r["as_of"] or "never",
                       "sample_account_ids": dg.MetadataValue.json(
                           (r["not_reflected"] + r["plan_mismatch"])[:SAMPLE_KEYS])},
-        )
+        ), remediable=True)
 
     return _check
 

@@ -91,6 +91,12 @@ META_DDL += [
 ]
 
 
+META_DDL += [
+    # The bare locator value (a row id, `file:line`), so a replay that re-reads the record can resolve it.
+    f"ALTER TABLE {META_SCHEMA}.dead_letters ADD COLUMN IF NOT EXISTS source_locator TEXT",
+    f"ALTER TABLE {META_SCHEMA}.dead_letters ADD COLUMN IF NOT EXISTS resolution TEXT",
+]
+
 META_DDL.append(
     # The registry as data: who owns each contract version, how severe it is, its SLOs. Marts and
     # reports join on it. `pinned` comes from publishing the registry; `last_loaded_at` from loads.
@@ -167,9 +173,14 @@ def raw_table(contract: Contract) -> str:
     return f"{RAW_SCHEMA}.{ident(contract.name)}"
 
 
-def ensure_tables(tx: Tx, contract: Contract) -> None:
+def ensure_meta(tx: Tx) -> None:
+    """Meshline's bookkeeping tables, created or brought up to date (idempotent)."""
     for stmt in META_DDL:
         tx.execute(stmt)
+
+
+def ensure_tables(tx: Tx, contract: Contract) -> None:
+    ensure_meta(tx)
     tx.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
     cols = [f"{ident(c.name)} {SQL_TYPES[c.type]}" for c in contract.columns]
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]

@@ -62,6 +62,7 @@ class LoadResult:
     rows_superseded: int = 0
     rows_dead_lettered: int = 0
     rows_held: int = 0
+    dead_letters_resolved: int = 0  # open dead letters whose record this load read again, now valid
     unknown_columns: tuple[str, ...] = ()
     missing_optional: tuple[str, ...] = ()
     watermark_from: datetime | None = None
@@ -118,6 +119,7 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
             "source_system": contract.source_system, "source_table": contract.source_table,
             "record_key": None if k is None else str(k),
             "change_token": None if tok is None else tok.isoformat(), "locator": locator,
+            "source_locator": None if loc is None else str(loc),
             "payload": payload, "run_id": run_id, "first_seen_at": seen_at, "status": "open",
         }
     return pa.Table.from_pylist(list(out.values()))
@@ -138,7 +140,7 @@ def _unparsable(broken, contract: Contract, *, asset: str, partition_key: str, r
             "contract": contract.name, "contract_version": contract.version, "reason_code": "malformed_record",
             "reasons": f"malformed_record:{m.error}"[:500], "source_system": contract.source_system,
             "source_table": contract.source_table, "record_key": None, "change_token": None, "locator": locator,
-            "payload": json.dumps({"file": m.file, "line": m.line, "content": redact_value(m.raw, key)}),
+            "source_locator": f"{m.file}:{m.line}", "payload": json.dumps({"file": m.file, "line": m.line, "content": redact_value(m.raw, key)}),
             "run_id": run_id, "first_seen_at": seen_at, "status": "open",
         }
     return pa.Table.from_pylist(list(out.values()))
@@ -176,6 +178,24 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     tx.insert_arrow("_ml_new", rows)
     names = ", ".join(rows.column_names)
     tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
+
+
+def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> int:
+    """Open dead letters of this asset whose record (same source locator) this load read and found valid
+    are resolved, naming the run: the record was fixed at the source and is now loaded (or superseded
+    by a newer version). Runs before this load's own dead letters are written."""
+    open_n = tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND status = 'open'",
+                       (contract.name,))
+    if not open_n:
+        return 0
+    loc = ident(contract.locator)
+    where = (f"asset = ? AND status = 'open' AND source_locator IN"
+             f" (SELECT CAST({loc} AS TEXT) FROM _ml_stage)")
+    n = int(tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE {where}", (contract.name,)))
+    if n:
+        tx.execute(f"UPDATE {META_SCHEMA}.dead_letters SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
+                   f" resolution = 'replayed' WHERE {where}", (at, run_id, contract.name))
+    return n
 
 
 def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
@@ -250,7 +270,7 @@ def load_partition(
         ensure_tables(tx, contract)
         wm_from = read_watermark(tx, asset, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
-        source.begin(tx, asset, partition_key)
+        source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
         _temp(tx, "_ml_stage", _stage_ddl(contract))
 
@@ -321,6 +341,8 @@ def load_partition(
             f" ON CONFLICT ({k}) DO UPDATE SET {updates}",
             (contract.source_system, run_id, contract.version, result.started_at))
 
+        if contract.locator and contract.locator in contract.column_names:
+            result.dead_letters_resolved = _resolve_replayed(tx, contract, run_id, result.started_at)
         if dead_letters:
             _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id",
                         pa.concat_tables(dead_letters, promote_options="default"))

@@ -114,6 +114,16 @@ class Tx:
         self._cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
+def _transient_connect_error(exc: Exception) -> bool:
+    text = str(exc)
+    if type(exc).__module__.startswith("duckdb"):
+        return "lock" in text.lower()  # "Could not set lock on file": another process has it open
+    if type(exc).__name__ == "OperationalError":  # psycopg2: refused, starting up, too many clients
+        return any(s in text for s in ("Connection refused", "starting up", "too many clients",
+                                       "shutting down", "timeout", "timed out"))
+    return False
+
+
 class Warehouse:
     """Connections to the warehouse named by a URL; `transaction()` commits or rolls back as a unit."""
 
@@ -125,7 +135,24 @@ class Warehouse:
     def __repr__(self) -> str:
         return f"Warehouse({self.dialect})"
 
+    # Connecting is retried while the failure is transient: another process holds the DuckDB file's lock
+    # (a run worker and a sensor at once), or Postgres refuses connections (restarting, at its limit).
+    CONNECT_ATTEMPTS = int(os.environ.get("MESHLINE_WAREHOUSE_CONNECT_ATTEMPTS", "12"))
+
     def _connect(self):
+        import random
+        import time
+
+        for attempt in range(self.CONNECT_ATTEMPTS):
+            try:
+                return self._connect_once()
+            except Exception as exc:
+                if not _transient_connect_error(exc) or attempt == self.CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, min(10.0, 0.1 * 2 ** attempt)))  # exponential backoff, full jitter
+        raise AssertionError("unreachable")
+
+    def _connect_once(self):
         if self.dialect == "duckdb":
             import duckdb
 

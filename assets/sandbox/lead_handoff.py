@@ -227,6 +227,27 @@ class LeadHandoffSandbox:
         return int(delivered)
 
 
+    def hand_off_late(self, lead_ids: list[int]) -> int:
+        """The CRM finally creates leads for these MQLs, stamped with their MQL time: records that arrive
+        after their partition was loaded, older than watermark − lookback, which only a compensating
+        reload of the partition reads. Returns the CRM rows written."""
+        import duckdb
+
+        if not lead_ids:
+            return 0
+        with duckdb.connect(str(self.paths.marketing), read_only=True) as con:
+            mql = dict(con.execute(
+                f"SELECT lead_id, min(mql_at) FROM marketing_leads WHERE lead_id IN ({', '.join('?' * len(lead_ids))})"
+                " GROUP BY lead_id", [int(x) for x in lead_ids]).fetchall())
+        with duckdb.connect(str(self.paths.crm)) as con:
+            row, crm_id = con.execute("SELECT max(row_id), max(crm_lead_id) FROM crm_leads").fetchone()
+            for i, lead in enumerate(sorted(mql)):
+                con.execute("INSERT INTO crm_leads (row_id, crm_lead_id, marketing_lead_id, owner, status, created_at,"
+                            " updated_at) VALUES (?, ?, ?, 'rep_late', 'open', ?, ?)",
+                            [row + 1 + i, crm_id + 1 + i, lead, mql[lead], mql[lead]])
+        return len(mql)
+
+
 def _malformed(marketing: pd.DataFrame, crm: pd.DataFrame) -> list[dict]:
     """Every row the generator made malformed, with the reason code the contracts must give it."""
     out = [{"system": "marketing_automation", "row_id": int(r),

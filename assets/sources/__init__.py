@@ -13,7 +13,13 @@ __all__ = ["FileDropSource", "HttpSource", "Malformed", "Source", "SqlSource", "
 def build_source(spec: dict[str, Any], *, system: str, table: str) -> Source:
     """A source from its configuration (meshline.yaml's `source:` block, env references resolved)."""
     kind = spec.get("kind", "sql")
-    opts = {k: v for k, v in spec.items() if k != "kind"}
+    opts = {k: v for k, v in spec.items() if k not in ("kind", "sandbox_db")}
+    if kind == "http" and opts.get("base_url") == "sandbox" and spec.get("sandbox_db"):
+        from pathlib import Path
+
+        from assets.sandbox.billing_api import serve
+
+        opts["base_url"] = serve(Path(spec["sandbox_db"]))  # this process's server over the simulated system
     if kind == "sql":
         return SqlSource(opts["url"], opts.get("table", table), system)
     if kind == "http":

@@ -36,8 +36,9 @@ class Source(ABC):
     # contract that names them, never "unknown" source columns when it does not.
     synthetic_columns: tuple[str, ...] = ()
 
-    def begin(self, tx, asset: str, partition_key: str) -> None:  # noqa: B027 - optional hook
-        """Called inside the load's transaction before extracting (file drops read their manifest)."""
+    def begin(self, tx, asset: str, partition_key: str, rescan: bool = False) -> None:  # noqa: B027 - optional hook
+        """Called inside the load's transaction before extracting (file drops read their manifest;
+        `rescan`, for a compensating reload, reads every file again)."""
 
     def malformed(self) -> list[Malformed]:
         """Records of the last extract that could not be parsed; the loader dead-letters them."""

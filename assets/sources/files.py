@@ -65,8 +65,8 @@ class FileDropSource(Source):
                     return sorted(set(rec) | {POSITION})
         return None
 
-    def begin(self, tx, asset: str, partition_key: str) -> None:
-        self._skip = {r[0] for r in tx.query(
+    def begin(self, tx, asset: str, partition_key: str, rescan: bool = False) -> None:
+        self._skip = set() if rescan else {r[0] for r in tx.query(
             "SELECT checksum FROM meshline.file_manifest WHERE asset = ? AND partition_key = ?", (asset, partition_key))}
         self._read, self._malformed = {}, []
 

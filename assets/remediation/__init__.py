@@ -1,0 +1,1 @@
+"""Remediation: incidents, compensating backfills, dead-letter replay, paging, the audit log."""

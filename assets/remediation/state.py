@@ -1,0 +1,205 @@
+"""Remediation state in the warehouse: check results, incidents (with time to resolve), compensating
+runs, alerts and the audit log. Everything here is plain SQL over `meshline.*`, on DuckDB and Postgres.
+
+- `meshline.check_results`: every evaluation of a partitioned check (contract, reconciliation, volume,
+  freshness, gaps): passed or not, its severity, whether remediation applies, and the partitions a
+  compensating run should reload. The backfill sensor reads the ones it has not handled yet.
+- `meshline.incidents`: a remediable failure opens one incident per (asset, check, partition), with the
+  contract's severity (critical → P1, standard → P2); the same check passing resolves it and records
+  the minutes it was open. `mttr()` averages them per contract and severity.
+- `meshline.remediations`: one row per (flow, partition) under compensation: attempts, next attempt,
+  status (pending → launched → resolved, or escalated past the cap).
+- `meshline.alerts`: what was paged (or suppressed) for which contract and window.
+- `meshline.audit_log`: an append-only log, each row carrying the hash of the row before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from assets.loading.ddl import META_SCHEMA
+
+DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.check_results (
+        result_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        passed BOOLEAN NOT NULL,
+        severity TEXT NOT NULL,
+        remediable BOOLEAN NOT NULL,
+        target_partitions TEXT NOT NULL,
+        description TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        evaluated_at TIMESTAMP NOT NULL,
+        handled_at TIMESTAMP
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.incidents (
+        incident_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        description TEXT NOT NULL,
+        opened_at TIMESTAMP NOT NULL,
+        opened_by_run TEXT NOT NULL,
+        resolved_at TIMESTAMP,
+        resolved_by_run TEXT,
+        minutes_to_resolve DOUBLE PRECISION,
+        escalated_at TIMESTAMP
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.remediations (
+        flow TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TIMESTAMP NOT NULL,
+        last_run_key TEXT,
+        reason TEXT NOT NULL,
+        opened_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (flow, partition_key)
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.alerts (
+        alert_id TEXT PRIMARY KEY,
+        contract TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        window_start TIMESTAMP NOT NULL,
+        window_end TIMESTAMP NOT NULL,
+        dead_letters BIGINT NOT NULL,
+        rate DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL,
+        notifier TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        sent_at TIMESTAMP NOT NULL
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.audit_log (
+        seq BIGINT PRIMARY KEY,
+        logged_at TIMESTAMP NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        row_hash TEXT NOT NULL
+    )""",
+]
+
+SEVERITY = {"critical": "P1", "standard": "P2"}
+GENESIS = "0" * 64
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def ensure(tx) -> None:
+    for stmt in DDL:
+        tx.execute(stmt)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    flow: str
+    contract: str
+    contract_severity: str
+    asset: str
+    check_name: str
+    partition_key: str
+    passed: bool
+    severity: str  # WARN | ERROR
+    remediable: bool
+    description: str
+    run_id: str
+    target_partitions: tuple[str, ...] = ()
+
+
+def record_check(wh, o: CheckOutcome, at: datetime | None = None) -> str | None:
+    """Store one evaluation and open or resolve its incident, in one transaction. Returns what happened
+    to the incident: "opened", "resolved", or None."""
+    at = at or now()
+    with wh.transaction() as tx:
+        ensure(tx)
+        tx.execute(
+            f"INSERT INTO {META_SCHEMA}.check_results (result_id, flow, contract, asset, check_name, partition_key,"
+            " passed, severity, remediable, target_partitions, description, run_id, evaluated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (uuid.uuid4().hex, o.flow, o.contract, o.asset, o.check_name, o.partition_key, o.passed, o.severity,
+             o.remediable, ",".join(o.target_partitions or (o.partition_key,)), o.description[:1000], o.run_id, at))
+        open_id = tx.scalar(
+            f"SELECT incident_id FROM {META_SCHEMA}.incidents WHERE asset = ? AND check_name = ? AND"
+            " partition_key = ? AND status = 'open'", (o.asset, o.check_name, o.partition_key))
+        if not o.passed and o.remediable and open_id is None:
+            iid = uuid.uuid4().hex[:16]
+            tx.execute(
+                f"INSERT INTO {META_SCHEMA}.incidents (incident_id, flow, contract, asset, check_name, partition_key,"
+                " severity, status, description, opened_at, opened_by_run) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+                (iid, o.flow, o.contract, o.asset, o.check_name, o.partition_key,
+                 SEVERITY.get(o.contract_severity, "P2"), o.description[:1000], at, o.run_id))
+            audit(tx, "meshline", "incident.open", f"{o.asset}/{o.check_name}/{o.partition_key}",
+                  {"incident_id": iid, "severity": SEVERITY.get(o.contract_severity, "P2"), "run_id": o.run_id}, at)
+            return "opened"
+        if o.passed and open_id is not None:
+            opened = tx.scalar(f"SELECT opened_at FROM {META_SCHEMA}.incidents WHERE incident_id = ?", (open_id,))
+            minutes = (at - opened).total_seconds() / 60
+            tx.execute(f"UPDATE {META_SCHEMA}.incidents SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
+                       " minutes_to_resolve = ? WHERE incident_id = ?", (at, o.run_id, minutes, open_id))
+            audit(tx, "meshline", "incident.resolve", f"{o.asset}/{o.check_name}/{o.partition_key}",
+                  {"incident_id": open_id, "minutes_to_resolve": round(minutes, 2), "run_id": o.run_id}, at)
+            return "resolved"
+    return None
+
+
+def mttr(wh) -> list[tuple[str, str, int, float | None]]:
+    """(contract, severity, resolved incidents, mean minutes to resolve) per contract and severity."""
+    with wh.session() as s:
+        if not wh.table_exists(META_SCHEMA, "incidents"):
+            return []
+        return [(c, sev, int(n), None if m is None else float(m)) for c, sev, n, m in s.query(
+            f"SELECT contract, severity, count(*), avg(minutes_to_resolve) FROM {META_SCHEMA}.incidents"
+            " WHERE status = 'resolved' GROUP BY contract, severity ORDER BY contract, severity")]
+
+
+def _row_hash(prev: str, seq: int, at: datetime, actor: str, action: str, target: str, details: str) -> str:
+    body = json.dumps([prev, seq, at.isoformat(), actor, action, target, details], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def audit(tx, actor: str, action: str, target: str, details: dict, at: datetime | None = None) -> None:
+    """Append one row to the audit log, chained to the one before it. Call inside the transaction
+    that does the audited action, so the action and its record commit together."""
+    at = at or now()
+    ensure(tx)
+    last = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log ORDER BY seq DESC LIMIT 1")
+    seq, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
+    text = json.dumps(details, sort_keys=True, default=str)
+    tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log (seq, logged_at, actor, action, target, details, prev_hash, row_hash)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (seq, at, actor, action, target, text, prev, _row_hash(prev, seq, at, actor, action, target, text)))
+
+
+def verify_audit_log(wh) -> list[str]:
+    """Problems with the chain (an edited, deleted or reordered row); empty when intact."""
+    with wh.session() as s:
+        rows = s.query(f"SELECT seq, logged_at, actor, action, target, details, prev_hash, row_hash FROM"
+                       f" {META_SCHEMA}.audit_log ORDER BY seq")
+    problems, prev, expect_seq = [], GENESIS, None
+    for seq, at, actor, action, target, details, prev_hash, row_hash in rows:
+        if expect_seq is not None and seq != expect_seq:
+            problems.append(f"row {seq}: expected seq {expect_seq} (a row was deleted)")
+        if prev_hash != prev:
+            problems.append(f"row {seq}: does not follow the row before it (deleted or reordered)")
+        if _row_hash(prev_hash, seq, at, actor, action, target, details) != row_hash:
+            problems.append(f"row {seq}: content does not match its hash (edited)")
+        prev, expect_seq = row_hash, seq + 1
+    return problems

@@ -1,0 +1,175 @@
+"""`meshline dlq` and `meshline incidents`: the dead-letter queue and incidents, from the command line.
+
+    meshline dlq list    [--flow F] [--asset A] [--partition P] [--reason R] [--older-than 6h] [--status S] [--limit N]
+    meshline dlq show    ID                       (an id prefix will do)
+    meshline dlq replay  [same filters]           re-read the selected dead letters' partitions from their sources
+    meshline dlq resolve ID [ID ...] --note TEXT  mark resolved by hand
+    meshline incidents   [--all] [--limit N]      open and recent incidents, and MTTR per contract and severity
+
+They read MESHLINE_WAREHOUSE_URL (and, for replay, meshline.yaml's sources). Nothing here imports
+Dagster or Great Expectations, so the commands that validate nothing start in well under a second.
+Every action that changes something is written to `meshline.audit_log` with the acting user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+from orchestration.settings import Settings
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name (a container without one)
+        return "cli:unknown"
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flow")
+    p.add_argument("--asset", help="boundary, e.g. crm_leads")
+    p.add_argument("--partition", help="partition key, e.g. 2026-03-10")
+    p.add_argument("--reason", help="reason code, e.g. invalid_format")
+    p.add_argument("--older-than", help="first seen at least this long ago: 90m, 6h, 2d")
+
+
+def _make_filters(args, status: str | None = "open"):
+    from assets.remediation.dlq import Filters, parse_age
+
+    return Filters(flow=args.flow, asset=args.asset, partition=args.partition, reason=args.reason,
+                   older_than=parse_age(args.older_than) if args.older_than else None, status=status)
+
+
+def compensating_loader(settings: Settings):
+    """(asset, partition, run_id) → LoadResult: a full-refresh reload of one boundary partition, through
+    the source meshline.yaml configures for it."""
+    from assets.loading import Warehouse, load_partition
+    from assets.loading.watermark import daily_window
+    from assets.sources import build_source
+    from expectations.registry import Registry
+    from orchestration.config import load_config, source_specs
+
+    config = load_config(settings.config_path)
+    specs = source_specs(settings, config)
+    registry = Registry()
+    wh = Warehouse(settings.warehouse_url)
+
+    def load(asset: str, partition: str, run_id: str):
+        b = config.boundaries.get(asset)
+        if b is None:
+            raise SystemExit(f"meshline dlq replay: no boundary {asset!r} in {config.path}")
+        contract = registry.get(b.contract, b.contract_version)
+        source = build_source(specs[asset], system=contract.source_system, table=contract.source_table)
+        return load_partition(wh, source, contract, partition_key=partition, window=daily_window(partition),
+                              run_id=run_id, lookback=__import__("datetime").timedelta(hours=b.lookback_hours),
+                              full_refresh=True)
+
+    return load
+
+
+def dlq(argv: list[str]) -> int:
+    from assets.loading import Warehouse
+    from assets.remediation import dlq as q
+
+    p = argparse.ArgumentParser(prog="meshline dlq", description="The dead-letter queue.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="dead letters, newest first")
+    _filters(ls)
+    ls.add_argument("--status", default="open", help="open (default), resolved, or any")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    sh = sub.add_parser("show", help="one dead letter, whole (its payload is redacted)")
+    sh.add_argument("id")
+    rp = sub.add_parser("replay", help="re-read the selected open dead letters' partitions from their sources")
+    _filters(rp)
+    rs = sub.add_parser("resolve", help="mark open dead letters resolved by hand")
+    rs.add_argument("ids", nargs="+")
+    rs.add_argument("--note", required=True, help="why (kept in the dead letter and the audit log)")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    wh = Warehouse(settings.warehouse_url)
+    try:
+        if args.cmd == "list":
+            f = _make_filters(args, None if args.status == "any" else args.status)
+            total, rows = q.list_dead_letters(wh, f, args.limit)
+            if args.json:
+                for r in rows:
+                    print(json.dumps(r, default=str, sort_keys=True))
+                return 0
+            print(f"{total} dead letter(s){' (showing ' + str(len(rows)) + ')' if total > len(rows) else ''}")
+            if rows:
+                print(f"{'id':<12} {'asset':<22} {'partition':<10} {'reason':<17} {'status':<8} {'locator':<28} first seen")
+            for r in rows:
+                print(f"{r['dead_letter_id'][:12]:<12} {r['asset']:<22} {r['partition_key']:<10} {r['reason_code']:<17} "
+                      f"{r['status']:<8} {str(r['source_locator'] or '-')[:28]:<28} {r['first_seen_at']:%Y-%m-%d %H:%M}")
+            return 0
+        if args.cmd == "show":
+            d = q.show(wh, args.id)
+            if d is None:
+                print(f"meshline dlq show: no single dead letter with id {args.id!r}", file=sys.stderr)
+                return 2
+            for k, v in d.items():
+                print(f"{k:>17}  {v}")
+            return 0
+        if args.cmd == "replay":
+            r = q.replay(wh, _make_filters(args), compensating_loader(settings), _actor())
+            print(f"replay {r.run_id}: {r.selected} selected in {r.partitions} partition(s); {r.resolved} resolved, "
+                  f"{r.still_open} still open; {r.rows_loaded} row(s) loaded")
+            return 0
+        if args.cmd == "resolve":
+            n = q.resolve(wh, args.ids, args.note, _actor())
+            print(f"{n} dead letter(s) resolved" + (f"; {len(args.ids) - n} not open or not found"
+                                                    if n < len(args.ids) else ""))
+            return 0 if n == len(args.ids) else 1
+    except ValueError as exc:
+        print(f"meshline dlq: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def incidents(argv: list[str]) -> int:
+    from assets.loading import Warehouse
+    from assets.loading.ddl import META_SCHEMA
+    from assets.remediation.state import mttr, now
+
+    p = argparse.ArgumentParser(prog="meshline incidents", description="Open and recent incidents, and MTTR.")
+    p.add_argument("--all", action="store_true", help="every incident, not only open and the last 7 days'")
+    p.add_argument("--limit", type=int, default=50)
+    args = p.parse_args(argv)
+    wh = Warehouse(Settings.from_env().warehouse_url)
+    if not wh.table_exists(META_SCHEMA, "incidents"):
+        print("no incidents recorded yet")
+        return 0
+    at = now()
+    where = "" if args.all else "WHERE status = 'open' OR opened_at >= ?"
+    params = () if args.all else (at - __import__("datetime").timedelta(days=7),)
+    with wh.session() as s:
+        rows = s.query(f"SELECT incident_id, severity, status, contract, check_name, partition_key, opened_at,"
+                       f" minutes_to_resolve, escalated_at FROM {META_SCHEMA}.incidents {where}"
+                       f" ORDER BY status DESC, opened_at DESC LIMIT {int(args.limit)}", params)
+    n_open = sum(1 for r in rows if r[2] == "open")
+    print(f"{n_open} open, {len(rows) - n_open} resolved (shown: {'all' if args.all else 'open and last 7 days'})")
+    if rows:
+        print(f"{'incident':<16} {'sev':<3} {'status':<8} {'contract':<22} {'check':<34} {'partition':<10} "
+              f"{'opened':<16} {'open for':>9}")
+    for iid, sev, status, contract, check, part, opened, minutes, escalated in rows:
+        span = minutes if minutes is not None else (at - opened).total_seconds() / 60
+        print(f"{iid:<16} {sev:<3} {status:<8} {contract:<22} {check[:34]:<34} {part:<10} {opened:%Y-%m-%d %H:%M} "
+              f"{_dur(span):>9}{' ESCALATED' if escalated else ''}")
+    table = mttr(wh)
+    if table:
+        print("\nMTTR (resolved incidents):")
+        for contract, sev, n, m in table:
+            print(f"  {contract:<22} {sev}  {n:>4} resolved  mean {_dur(m or 0)}")
+    return 0
+
+
+def _dur(minutes: float) -> str:
+    if minutes < 90:
+        return f"{minutes:.0f}m"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.1f}h"
+    return f"{minutes / 1440:.1f}d"
