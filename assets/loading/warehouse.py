@@ -116,7 +116,7 @@ class Tx:
 
 def _transient_connect_error(exc: Exception) -> bool:
     text = str(exc)
-    if type(exc).__module__.startswith("duckdb"):
+    if "duckdb" in type(exc).__module__:
         return "lock" in text.lower()  # "Could not set lock on file": another process has it open
     if type(exc).__name__ == "OperationalError":  # psycopg2: refused, starting up, too many clients
         return any(s in text for s in ("Connection refused", "starting up", "too many clients",
