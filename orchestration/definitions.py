@@ -84,7 +84,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     remediation = build_sensors(
         {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
          subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}, DBT_JOB, contracts,
-        interval_s=int(os.environ.get("MESHLINE_SENSOR_INTERVAL_S", "30")))
+        interval_s=int(os.environ.get("MESHLINE_SENSOR_INTERVAL_S", "30")),
+        targets=[lead_handoff_job, q2c_job, subs_job, dbt_job])
     return dg.Definitions(
         assets=[*lh_assets, *q2c_assets, *sub_assets, dbt_defs],
         asset_checks=[*lh_checks, *q2c_checks, *sub_checks],

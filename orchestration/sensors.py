@@ -40,6 +40,11 @@ def backoff(attempt: int, base: timedelta = BACKOFF_BASE, rng: random.Random | N
     return base * (2 ** max(0, attempt - 1)) * (rng or random).uniform(0.5, 1.5)
 
 
+def _compensating_request(job: str, part: str, key: str) -> dg.RunRequest:
+    return dg.RunRequest(run_key=key, job_name=job, partition_key=part,
+                         tags={COMPENSATE_TAG: "true", REMEDIATION_TAG: key, "meshline/attempt": key.rsplit(":", 1)[1]})
+
+
 def _take_failures(tx, at: datetime) -> tuple[dict[tuple[str, str], list[str]], datetime | None]:
     """Unhandled remediable failures by (flow, target partition); marks every unhandled result handled."""
     rows = tx.query(f"SELECT flow, check_name, target_partitions, passed, remediable, evaluated_at FROM"
@@ -91,8 +96,13 @@ def plan_compensation(wh, instance, flow_jobs: dict[str, str], dbt_job: str | No
     for flow, part, status, attempts, due, run_key in active:
         if status == "launched":
             runs = instance.get_runs(filters=dg.RunsFilter(tags={REMEDIATION_TAG: run_key}), limit=1)
-            if not runs or runs[0].status not in FINISHED:
-                continue  # not started or still running
+            if not runs:
+                # Requested but no run yet (queued for launch, or the tick that requested it failed):
+                # request it again under the same run key, which Dagster launches at most once.
+                requests.append(_compensating_request(flow_jobs[flow], part, run_key))
+                continue
+            if runs[0].status not in FINISHED:
+                continue  # still running
             if dbt_job:
                 requests.append(dg.RunRequest(run_key=f"compensate-dbt:{run_key}", job_name=dbt_job,
                                               tags={REMEDIATION_TAG: f"dbt:{run_key}"}))
@@ -124,9 +134,7 @@ def plan_compensation(wh, instance, flow_jobs: dict[str, str], dbt_job: str | No
             continue
         n = attempts + 1
         key = f"compensate:{flow}:{part}:{n}"
-        requests.append(dg.RunRequest(
-            run_key=key, job_name=flow_jobs[flow], partition_key=part,
-            tags={COMPENSATE_TAG: "true", REMEDIATION_TAG: key, "meshline/attempt": str(n)}))
+        requests.append(_compensating_request(flow_jobs[flow], part, key))
         with wh.transaction() as tx:
             tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'launched', attempts = ?, last_run_key = ?,"
                        " updated_at = ? WHERE flow = ? AND partition_key = ?", (n, key, at, flow, part))
@@ -136,13 +144,15 @@ def plan_compensation(wh, instance, flow_jobs: dict[str, str], dbt_job: str | No
 
 
 def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict, *, max_attempts: int = MAX_ATTEMPTS,
-                  base: timedelta = BACKOFF_BASE, interval_s: int = 30) -> list[dg.SensorDefinition]:
+                  base: timedelta = BACKOFF_BASE, interval_s: int = 30, targets: list | None = None
+                  ) -> list[dg.SensorDefinition]:
+    """`flow_jobs`: flow → job name; `targets`: the job definitions themselves (what the sensor may launch)."""
     flow_owner = {}
     for c in contracts.values():
         if c.boundary_flow not in flow_owner or c.critical:
             flow_owner[c.boundary_flow] = c
 
-    @dg.sensor(name="compensating_backfill", minimum_interval_seconds=interval_s,
+    @dg.sensor(name="compensating_backfill", minimum_interval_seconds=interval_s, jobs=targets,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Failed partitioned checks → a compensating run of the flow's partition (re-extract, "
                            "replay dead letters), then dbt; capped attempts with backoff, then the owner is paged.")
