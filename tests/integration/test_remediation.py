@@ -5,6 +5,7 @@ reconciliation passes, the incident closes with its time to resolve), and dead-l
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import dagster as dg
@@ -128,7 +129,8 @@ def late_sandbox(tmp_path):
     return sb
 
 
-def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_url, late_sandbox):
+def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_url, late_sandbox, monkeypatch,
+                                                                     capsys):
     truth = late_sandbox.ground_truth()
     keys = day_keys(truth)
     instance = dg.DagsterInstance.ephemeral()
@@ -171,6 +173,19 @@ def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_ur
     again = materialize_day(warehouse_url, late_sandbox, day, instance=instance, tags={COMPENSATE_TAG: "true"})
     assert reconciliation(again).passed and snapshot(warehouse_url) == before
 
+    # `meshline incidents`: the open ones and the resolved one, and MTTR per contract and severity.
+    from orchestration.ops_cli import incidents
+
+    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
+    assert incidents([]) == 0
+    out = capsys.readouterr().out
+    with wh.session() as s:
+        n_open = s.scalar("SELECT count(*) FROM meshline.incidents WHERE status = 'open'")
+        mean = s.scalar("SELECT avg(minutes_to_resolve) FROM meshline.incidents WHERE contract = 'marketing_leads'"
+                        " AND status = 'resolved'")
+    assert out.startswith(f"{n_open} open,") and "MTTR (resolved incidents):" in out
+    assert re.search(r"marketing_leads\s+P2\s+\d+ resolved\s+mean \d", out) and mean > 0
+
 
 def _config(tmp_path, sandbox) -> str:
     path = tmp_path / "meshline.yaml"
@@ -208,6 +223,9 @@ def test_a_dead_letter_fixed_at_the_source_is_replayed_and_resolved(warehouse_ur
 
     assert dlq(["list", "--asset", "marketing_leads", "--reason", "invalid_format"]) == 0
     assert dl_id[:12] in capsys.readouterr().out
+    assert dlq(["list", "--older-than", "2d"]) == 0  # all were first seen just now
+    assert capsys.readouterr().out.startswith("0 dead letter(s)")
+    assert dlq(["list", "--older-than", "soon"]) == 2
     assert dlq(["replay", "--asset", "marketing_leads", "--partition", part]) == 0
     out = capsys.readouterr().out
     assert "1 resolved" in out and "[1/1] marketing_leads" in out
