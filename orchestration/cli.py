@@ -16,6 +16,7 @@ commands:
            (`meshline bench --help`)
   dlq      list | show ID | replay | resolve ID --note TEXT: the dead-letter queue (`meshline dlq --help`)
   incidents  open and recent incidents, and MTTR per contract and severity
+  audit-log  verify | prune: the hash-chained audit log (`meshline audit-log --help`)
 
 environment:
   MESHLINE_HOME            local state (default ./.meshline)
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.ops_cli import dlq
 
         return dlq(rest)
+    if cmd == "audit-log":
+        from orchestration.ops_cli import audit_log
+
+        return audit_log(rest)
     if cmd == "incidents":
         from orchestration.ops_cli import incidents
 

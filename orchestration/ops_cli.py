@@ -173,3 +173,37 @@ def _dur(minutes: float) -> str:
     if minutes < 48 * 60:
         return f"{minutes / 60:.1f}h"
     return f"{minutes / 1440:.1f}d"
+
+
+def audit_log(argv: list[str]) -> int:
+    from assets.loading import Warehouse
+    from assets.remediation.state import audit_retention_days, prune_audit_log, verify_audit_log
+
+    p = argparse.ArgumentParser(prog="meshline audit-log", description=(
+        "The append-only audit log (meshline.audit_log): each row carries the SHA-256 of the row before it."))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("verify", help="exit 1 when a row was edited, deleted or reordered")
+    pr = sub.add_parser("prune", help="delete rows older than the retention, keeping the chain verifiable")
+    pr.add_argument("--days", type=int, help="retention in days, 90..365 (default MESHLINE_AUDIT_RETENTION_DAYS, "
+                                             "else 365)")
+    args = p.parse_args(argv)
+    wh = Warehouse(Settings.from_env().warehouse_url)
+    try:
+        if args.cmd == "verify":
+            problems = verify_audit_log(wh)
+            with wh.session() as s:
+                n = s.scalar("SELECT count(*) FROM meshline.audit_log")
+            if problems:
+                print(f"audit log TAMPERED: {len(problems)} problem(s) in {n} row(s)")
+                for line in problems[:50]:
+                    print(f"  {line}")
+                return 1
+            print(f"audit log intact: {n} row(s), every one chained to the one before")
+            return 0
+        days = args.days if args.days is not None else audit_retention_days()
+        n = prune_audit_log(wh, days, _actor())
+        print(f"pruned {n} audit row(s) older than {days} days")
+        return 0
+    except ValueError as exc:
+        print(f"meshline audit-log: {exc}", file=sys.stderr)
+        return 2

@@ -83,6 +83,13 @@ DDL = [
         payload TEXT NOT NULL,
         sent_at TIMESTAMP NOT NULL
     )""",
+    # Where the chain starts after retention pruned older rows: the last pruned row's seq and hash.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.audit_log_anchor (
+        anchor_id INTEGER PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        row_hash TEXT NOT NULL,
+        pruned_at TIMESTAMP NOT NULL
+    )""",
     f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.audit_log (
         seq BIGINT PRIMARY KEY,
         logged_at TIMESTAMP NOT NULL,
@@ -188,14 +195,60 @@ def audit(tx, actor: str, action: str, target: str, details: dict, at: datetime 
                (seq, at, actor, action, target, text, prev, _row_hash(prev, seq, at, actor, action, target, text)))
 
 
+AUDIT_RETENTION_DAYS = (90, 365)  # the range the retention may be set in
+
+
+def audit_retention_days(env: dict[str, str] | None = None) -> int:
+    import os
+
+    env = os.environ if env is None else env
+    raw = env.get("MESHLINE_AUDIT_RETENTION_DAYS", str(AUDIT_RETENTION_DAYS[1]))
+    try:
+        days = int(raw)
+    except ValueError:
+        raise ValueError(f"MESHLINE_AUDIT_RETENTION_DAYS must be a whole number of days, not {raw!r}") from None
+    lo, hi = AUDIT_RETENTION_DAYS
+    if not lo <= days <= hi:
+        raise ValueError(f"MESHLINE_AUDIT_RETENTION_DAYS must be between {lo} and {hi}, not {days}")
+    return days
+
+
+def prune_audit_log(wh, days: int, actor: str, at: datetime | None = None) -> int:
+    """Delete audit rows older than `days` (90..365), keeping the chain verifiable: the last deleted
+    row's seq and hash become the anchor the remaining chain starts from. The pruning is itself audited."""
+    lo, hi = AUDIT_RETENTION_DAYS
+    if not lo <= days <= hi:
+        raise ValueError(f"audit-log retention must be between {lo} and {hi} days, not {days}")
+    at = at or now()
+    cutoff = at - __import__("datetime").timedelta(days=days)
+    with wh.transaction() as tx:
+        ensure(tx)
+        last = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log WHERE logged_at < ? ORDER BY seq DESC"
+                        " LIMIT 1", (cutoff,))
+        if not last:
+            return 0
+        seq, row_hash = last[0]
+        n = tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.audit_log WHERE seq <= ?", (seq,))
+        tx.execute(f"DELETE FROM {META_SCHEMA}.audit_log WHERE seq <= ?", (seq,))
+        tx.execute(f"DELETE FROM {META_SCHEMA}.audit_log_anchor WHERE anchor_id = 1")
+        tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log_anchor (anchor_id, seq, row_hash, pruned_at) VALUES (1, ?, ?, ?)",
+                   (seq, row_hash, at))
+        audit(tx, actor, "audit_log.prune", "meshline.audit_log", {"rows": int(n), "through_seq": int(seq),
+                                                                    "retention_days": days}, at)
+    return int(n)
+
+
 def verify_audit_log(wh) -> list[str]:
     """Problems with the chain (an edited, deleted or reordered row); empty when intact."""
-    with wh.session() as s:
-        rows = s.query(f"SELECT seq, logged_at, actor, action, target, details, prev_hash, row_hash FROM"
-                       f" {META_SCHEMA}.audit_log ORDER BY seq")
-    problems, prev, expect_seq = [], GENESIS, None
+    with wh.transaction() as tx:
+        ensure(tx)
+        rows = tx.query(f"SELECT seq, logged_at, actor, action, target, details, prev_hash, row_hash FROM"
+                        f" {META_SCHEMA}.audit_log ORDER BY seq")
+        anchor = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log_anchor WHERE anchor_id = 1")
+    problems = []
+    prev, expect_seq = (anchor[0][1], anchor[0][0] + 1) if anchor else (GENESIS, 1)
     for seq, at, actor, action, target, details, prev_hash, row_hash in rows:
-        if expect_seq is not None and seq != expect_seq:
+        if seq != expect_seq:
             problems.append(f"row {seq}: expected seq {expect_seq} (a row was deleted)")
         if prev_hash != prev:
             problems.append(f"row {seq}: does not follow the row before it (deleted or reordered)")
