@@ -63,29 +63,25 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
         description="dbt build: staging → marts, with dbt tests as asset checks.")
 
-    schedules = [
-        dg.build_schedule_from_partitioned_job(
-            lead_handoff_job, name="lead_handoff_daily", hour_of_day=1, minute_of_hour=0,
-            description="Yesterday's lead-handoff partition, every night at 01:00 UTC."),
-        dg.build_schedule_from_partitioned_job(
-            q2c_job, name="quote_to_cash_daily", hour_of_day=1, minute_of_hour=15,
-            description="Yesterday's quote-to-cash partition, every night at 01:15 UTC."),
-        dg.build_schedule_from_partitioned_job(
-            subs_job, name="subscription_updates_daily", hour_of_day=1, minute_of_hour=30,
-            description="Yesterday's subscription-updates partition, every night at 01:30 UTC."),
-        dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *",
-                              execution_timezone="UTC", description="dbt build after the nightly loads."),
-    ]
+    from orchestration.schedules import dbt_nightly, nightly_hygiene
+
+    flow_jobs = {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
+                 subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}
+    lookbacks = {flow: max((b.lookback_hours for b in config.flow_boundaries(flow)), default=6.0) for flow in flow_jobs}
+    all_jobs = [lead_handoff_job, q2c_job, subs_job, dbt_job]
+    flow_assets = {lead_handoff.FLOW: [k for a in lh_assets for k in a.keys],
+                   quote_to_cash.FLOW: [k for a in q2c_assets for k in a.keys],
+                   subscription_updates.FLOW: [k for a in sub_assets for k in a.keys]}
+    schedules = [nightly_hygiene(flow_assets, lookbacks), dbt_nightly(dbt_job)]
     from expectations.registry import Registry
     from orchestration.sensors import build_sensors
 
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
     remediation = build_sensors(
-        {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
-         subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}, DBT_JOB, contracts,
+        flow_jobs, DBT_JOB, contracts,
         interval_s=int(os.environ.get("MESHLINE_SENSOR_INTERVAL_S", "30")),
-        targets=[lead_handoff_job, q2c_job, subs_job, dbt_job])
+        targets=all_jobs)
     return dg.Definitions(
         assets=[*lh_assets, *q2c_assets, *sub_assets, dbt_defs],
         asset_checks=[*lh_checks, *q2c_checks, *sub_checks],

@@ -29,8 +29,22 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
         assert defs.resolve_job_def(name) is not None
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
-    assert {s.name for s in defs.schedules} == {"lead_handoff_daily", "quote_to_cash_daily",
-                                                 "subscription_updates_daily", "dbt_nightly"}
+    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "dbt_nightly"}
+    # nightly_hygiene: every flow's yesterday and the day its 6 h lookback reaches into, then dbt
+    from datetime import UTC, datetime
+
+    hygiene = defs.resolve_schedule_def("nightly_hygiene")
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 15, 1, 0, tzinfo=UTC),
+                                    repository_def=defs.get_repository_def())
+    reqs = hygiene.evaluate_tick(ctx).run_requests
+    flows = {"lead_handoff": {"marketing_leads", "crm_leads"},
+             "quote_to_cash": {"crm_opportunities", "billing_invoices"},
+             "subscription_updates": {"product_plan_events", "billing_subscriptions"}}
+    assert [({k.path[-1] for k in r.asset_selection}, r.partition_key) for r in reqs] == [
+        (names, day) for names in flows.values() for day in ("2026-03-13", "2026-03-14")]
+    assert defs.resolve_schedule_def("dbt_nightly").job_name == "dbt_build_job"
+    assert len({r.run_key for r in reqs}) == len(reqs) and all("2026-03-15" in r.run_key for r in reqs)
+    assert {s.name for s in defs.sensors} == {"run_failure_alert", "compensating_backfill", "dead_letter_pager"}
     for sensor in defs.sensors:
         assert defs.resolve_sensor_def(sensor.name) is not None
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
