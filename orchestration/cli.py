@@ -17,6 +17,7 @@ commands:
   dlq      list | show ID | replay | resolve ID --note TEXT: the dead-letter queue (`meshline dlq --help`)
   incidents  open and recent incidents, and MTTR per contract and severity
   audit-log  verify | prune: the hash-chained audit log (`meshline audit-log --help`)
+  audit    the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
 
 environment:
   MESHLINE_HOME            local state (default ./.meshline)
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.ops_cli import dlq
 
         return dlq(rest)
+    if cmd == "audit":
+        from orchestration.audit import main as audit_main
+
+        return audit_main(rest)
     if cmd == "audit-log":
         from orchestration.ops_cli import audit_log
 

@@ -135,7 +135,20 @@ def incidents(argv: list[str]) -> int:
     from assets.loading.ddl import META_SCHEMA
     from assets.remediation.state import mttr, now
 
-    p = argparse.ArgumentParser(prog="meshline incidents", description="Open and recent incidents, and MTTR.")
+    if argv[:1] == ["postmortem"]:
+        from assets.remediation.state import record_postmortem
+
+        pm = argparse.ArgumentParser(prog="meshline incidents postmortem",
+                                     description="Link a resolved incident to its postmortem write-up.")
+        pm.add_argument("incident_id")
+        pm.add_argument("--url", required=True, help="where the postmortem lives")
+        a = pm.parse_args(argv[1:])
+        ok = record_postmortem(Warehouse(Settings.from_env().warehouse_url), a.incident_id, a.url, _actor())
+        print(f"postmortem recorded for {a.incident_id}" if ok else
+              f"meshline incidents postmortem: no resolved incident {a.incident_id!r}", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 2
+    p = argparse.ArgumentParser(prog="meshline incidents", description="Open and recent incidents, and MTTR. "
+                                "`meshline incidents postmortem ID --url URL` links a resolved one to its write-up.")
     p.add_argument("--all", action="store_true", help="every incident, not only open and the last 7 days'")
     p.add_argument("--limit", type=int, default=50)
     args = p.parse_args(argv)

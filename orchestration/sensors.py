@@ -152,8 +152,13 @@ def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict, *, m
         if c.boundary_flow not in flow_owner or c.critical:
             flow_owner[c.boundary_flow] = c
 
+    import os
+
+    # MESHLINE_COMPENSATION=off ships the sensor stopped (`meshline audit` then reports no backfill tools).
+    on = os.environ.get("MESHLINE_COMPENSATION", "on") != "off"
+
     @dg.sensor(name="compensating_backfill", minimum_interval_seconds=interval_s, jobs=targets,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED,
                description="Failed partitioned checks → a compensating run of the flow's partition (re-extract, "
                            "replay dead letters), then dbt; capped attempts with backoff, then the owner is paged.")
     def compensating_backfill(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):

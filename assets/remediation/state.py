@@ -58,6 +58,7 @@ DDL = [
         minutes_to_resolve DOUBLE PRECISION,
         escalated_at TIMESTAMP
     )""",
+    f"ALTER TABLE {META_SCHEMA}.incidents ADD COLUMN IF NOT EXISTS postmortem TEXT",
     f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.remediations (
         flow TEXT NOT NULL,
         partition_key TEXT NOT NULL,
@@ -69,6 +70,16 @@ DDL = [
         opened_at TIMESTAMP NOT NULL,
         updated_at TIMESTAMP NOT NULL,
         PRIMARY KEY (flow, partition_key)
+    )""",
+    # One row per synthetic end-to-end run (written by the nightly synthetic job; read by `meshline audit`).
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.synthetic_runs (
+        run_id TEXT PRIMARY KEY,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP,
+        modes_injected INTEGER NOT NULL,
+        modes_detected INTEGER NOT NULL,
+        false_positives INTEGER NOT NULL,
+        status TEXT NOT NULL
     )""",
     f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.alerts (
         alert_id TEXT PRIMARY KEY,
@@ -165,6 +176,19 @@ def record_check(wh, o: CheckOutcome, at: datetime | None = None) -> str | None:
                   {"incident_id": open_id, "minutes_to_resolve": round(minutes, 2), "run_id": o.run_id}, at)
             return "resolved"
     return None
+
+
+def record_postmortem(wh, incident_id: str, url: str, actor: str) -> bool:
+    """Attach a postmortem (a link to the write-up) to a resolved incident; audited."""
+    with wh.transaction() as tx:
+        ensure(tx)
+        hit = tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.incidents WHERE incident_id = ? AND status = 'resolved'",
+                        (incident_id,))
+        if not hit:
+            return False
+        tx.execute(f"UPDATE {META_SCHEMA}.incidents SET postmortem = ? WHERE incident_id = ?", (url, incident_id))
+        audit(tx, actor, "incident.postmortem", incident_id, {"url": url})
+    return True
 
 
 def mttr(wh) -> list[tuple[str, str, int, float | None]]:
