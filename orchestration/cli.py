@@ -17,6 +17,7 @@ commands:
   dlq      list | show ID | replay | resolve ID --note TEXT: the dead-letter queue (`meshline dlq --help`)
   incidents  open and recent incidents, and MTTR per contract and severity
   audit-log  verify | prune: the hash-chained audit log (`meshline audit-log --help`)
+  synthetic  run | prune: a synthetic end-to-end run scoring every failure mode (`meshline synthetic --help`)
   audit    the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
 
 environment:
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.ops_cli import dlq
 
         return dlq(rest)
+    if cmd == "synthetic":
+        from orchestration.synthetic import main as synthetic_main
+
+        return synthetic_main(rest)
     if cmd == "audit":
         from orchestration.audit import main as audit_main
 

@@ -63,7 +63,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
         description="dbt build: staging → marts, with dbt tests as asset checks.")
 
-    from orchestration.schedules import dbt_nightly, nightly_hygiene
+    from orchestration.schedules import dbt_nightly, nightly_hygiene, nightly_synthetic, synthetic_job
 
     flow_jobs = {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
                  subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}
@@ -72,7 +72,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     flow_assets = {lead_handoff.FLOW: [k for a in lh_assets for k in a.keys],
                    quote_to_cash.FLOW: [k for a in q2c_assets for k in a.keys],
                    subscription_updates.FLOW: [k for a in sub_assets for k in a.keys]}
-    schedules = [nightly_hygiene(flow_assets, lookbacks), dbt_nightly(dbt_job)]
+    syn_job = synthetic_job(settings)
+    schedules = [nightly_hygiene(flow_assets, lookbacks), dbt_nightly(dbt_job), nightly_synthetic(syn_job)]
     from expectations.registry import Registry
     from orchestration.sensors import build_sensors
 
@@ -85,7 +86,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*lh_assets, *q2c_assets, *sub_assets, dbt_defs],
         asset_checks=[*lh_checks, *q2c_checks, *sub_checks],
-        jobs=[lead_handoff_job, q2c_job, subs_job, dbt_job],
+        jobs=[lead_handoff_job, q2c_job, subs_job, dbt_job, syn_job],
         schedules=schedules,
         sensors=[run_failure_alert, *remediation],
         resources={

@@ -47,3 +47,34 @@ def dbt_nightly(dbt_job) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
                                  default_status=dg.DefaultScheduleStatus.RUNNING,
                                  description="dbt build (staging, marts, scorecard) after nightly_hygiene's loads.")
+
+
+def synthetic_job(settings) -> dg.JobDefinition:
+    @dg.op(name="synthetic_end_to_end", description="One synthetic end-to-end run (orchestration.synthetic), "
+           "then the retention of synthetic results and runs. Fails when a failure mode was missed.")
+    def _run(context: dg.OpExecutionContext) -> dg.MaterializeResult | None:
+        import os
+
+        from orchestration.synthetic import prune, run_synthetic
+
+        r = run_synthetic(settings, instance=context.instance, progress=context.log.info)
+        days = int(os.environ.get("MESHLINE_SYNTHETIC_RETENTION_DAYS", "90"))
+        pruned = prune(settings, instance=context.instance, days=days)
+        context.log.info(f"synthetic {r.run_id}: {len(r.scores) - len(r.missed)}/{len(r.scores)} modes detected, "
+                         f"{r.false_positives} false positive(s); pruned {pruned}")
+        if r.missed or r.false_positives:
+            raise dg.Failure(description=f"synthetic run {r.run_id} missed {r.missed or 'nothing'} with "
+                                         f"{r.false_positives} false positive(s)", allow_retries=False)
+
+    @dg.job(name="synthetic_job", tags={"meshline/pass": "synthetic"},
+            description="Synthetic end-to-end run: every failure mode injected into an isolated sandbox, scored.")
+    def _job():
+        _run()
+
+    return _job
+
+
+def nightly_synthetic(job) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(name="nightly_synthetic", job=job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+                                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                                 description="A synthetic end-to-end run every night at 03:00 UTC, 90 days kept.")

@@ -105,6 +105,9 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             "contract_version": contract.version, "load_id": r.load_id, "load_seconds": round(r.seconds, 3),
             "compensating": compensate, "dead_letters_resolved": r.dead_letters_resolved,
         }
+        stats = getattr(source, "stats", None)  # HTTP sources: requests, retries, 429s, pages
+        if stats:
+            meta.update({f"source_{k}": int(v) for k, v in stats.items()})
         if lag is not None:
             meta["lag_minutes"] = round(lag, 1)
         if r.unknown_columns:

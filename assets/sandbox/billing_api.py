@@ -38,6 +38,7 @@ class BillingApi:
         self.db_path = Path(db_path)
         self.host, self.port, self.throttle_every = host, port, throttle_every
         self.requests = 0
+        self.throttled = 0  # 429s answered
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -59,6 +60,8 @@ class BillingApi:
                     api.requests += 1
                     n = api.requests
                 if api.throttle_every and n % api.throttle_every == 0:
+                    with api._lock:
+                        api.throttled += 1
                     return self._send(429, {"error": "rate limited"}, {"Retry-After": "0"})
                 url = urlparse(self.path)
                 m = _PATH.match(url.path)

@@ -29,7 +29,8 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
         assert defs.resolve_job_def(name) is not None
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
-    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "dbt_nightly"}
+    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "dbt_nightly", "nightly_synthetic"}
+    assert defs.resolve_schedule_def("nightly_synthetic").job_name == "synthetic_job"
     # nightly_hygiene: every flow's yesterday and the day its 6 h lookback reaches into, then dbt
     from datetime import UTC, datetime
 
