@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.meshline-installed
 
-.PHONY: demo test dev bench lint clean
+.PHONY: demo test dev bench lint clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## simulate 14 days of lead handoff with faults, load and check them through Dagster
 	$(BIN)/meshline demo
 
-test: $(STAMP)  ## unit, integration (DuckDB and Postgres), end-to-end
+test: $(STAMP) chromium  ## unit, integration (DuckDB and Postgres), end-to-end
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+chromium:  ## Debian's chromium, for the report test (installed once, if missing)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the report test"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
 
 dev: $(STAMP)  ## the Dagster UI on 127.0.0.1:3000 over $$MESHLINE_HOME
 	$(BIN)/meshline dev

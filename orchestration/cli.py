@@ -18,6 +18,7 @@ commands:
   incidents  open and recent incidents, and MTTR per contract and severity
   audit-log  verify | prune: the hash-chained audit log (`meshline audit-log --help`)
   synthetic  run | prune: a synthetic end-to-end run scoring every failure mode (`meshline synthetic --help`)
+  report   --out PATH: one static HTML file with the hygiene plots, readable offline
   audit    the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
 
 environment:
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.ops_cli import dlq
 
         return dlq(rest)
+    if cmd == "report":
+        from orchestration.report import main as report_main
+
+        return report_main(rest)
     if cmd == "synthetic":
         from orchestration.synthetic import main as synthetic_main
 

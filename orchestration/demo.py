@@ -195,6 +195,10 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
         summary["totals"][st] = summary["lead_handoff"]["totals"][st]
     _out(f"\ndbt {'passed' if summary['dbt_success'] else 'FAILED: ' + ', '.join(failed_tests)}. "
          f"({time.perf_counter() - t0:.0f} s)")
+    from orchestration.report import write_report
+
+    report = write_report(settings, settings.home / "report.html")
+    summary["report"] = str(report)
     _out(f"""
 Where to look next
   make dev                    Dagster UI on http://127.0.0.1:3000 over {settings.home}:
@@ -205,6 +209,10 @@ Where to look next
                               meshline.load_log, meshline.watermarks, meshline.contracts
   Data Docs                   {docs_url}
                               every contract suite and the latest validation of each check
+  report                      {report}
+                              dead letters, reconciliation failures, freshness, MTTR, synthetic runs
+                              (offline HTML; `meshline report --out PATH` writes it again)
+  operations                  meshline dlq list | incidents | synthetic run | audit
   contracts                   meshline contracts list | show NAME | test | diff OLD NEW
   ground truth                {sandbox.paths.ground_truth}
                               {q2c.truth_path}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -101,6 +102,7 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     for day in ("2026-03-10", "2026-03-14"):
         assert f" {day} " in out
     assert "make dev" in out and "contract:crm" in out and "reconciliation" in out
+    assert summary["report"] in out and "<svg" in Path(summary["report"]).read_text()  # the report, and where
     assert not re.search(r"@(example\.com|example\.org|mail\.example\.net)", out), "no sandbox e-mail printed"
     # the runs are in the instance the UI reads
     instance = dg.DagsterInstance.get()
