@@ -63,7 +63,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         DBT_JOB, selection=dg.AssetSelection.assets(dbt_defs),
         description="dbt build: staging → marts, with dbt tests as asset checks.")
 
-    from orchestration.schedules import dbt_nightly, nightly_hygiene, nightly_synthetic, synthetic_job
+    from orchestration.schedules import nightly_hygiene, nightly_synthetic, synthetic_job
 
     flow_jobs = {lead_handoff.FLOW: LEAD_HANDOFF_JOB, quote_to_cash.FLOW: QUOTE_TO_CASH_JOB,
                  subscription_updates.FLOW: SUBSCRIPTION_UPDATES_JOB}
@@ -73,7 +73,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
                    quote_to_cash.FLOW: [k for a in q2c_assets for k in a.keys],
                    subscription_updates.FLOW: [k for a in sub_assets for k in a.keys]}
     syn_job = synthetic_job(settings)
-    schedules = [nightly_hygiene(flow_assets, lookbacks), dbt_nightly(dbt_job), nightly_synthetic(syn_job)]
+    schedules = [nightly_hygiene(flow_assets, lookbacks, list(dbt_defs.keys)), nightly_synthetic(syn_job)]
     from expectations.registry import Registry
     from orchestration.sensors import build_sensors
 

@@ -2,9 +2,11 @@
 
 `nightly_hygiene` (01:00 UTC): every flow's partitions from yesterday back as far as its boundaries'
 lookback reaches (6 h → yesterday and the day before), each as one run of the flow's boundary assets
-with all their checks. Run keys `nightly_hygiene:<flow>:<partition>:<night>` make a re-evaluated tick
-launch nothing twice. `dbt_nightly` (02:00 UTC) then builds staging and marts over what was loaded — a
-schedule of its own because dbt's models are not partitioned and one schedule targets one job.
+with all their checks, then one run of the dbt models (staging, marts, scorecard). Run keys
+`nightly_hygiene:<flow>:<partition>:<night>` make a re-evaluated tick launch nothing twice. The runs
+carry `meshline/pass=nightly_hygiene` and go one at a time in the order requested — under the embedded
+default through the warehouse pool, in production through the run queue's tag limit
+(deploy/dagster.yaml) — so dbt builds over what the loads left.
 """
 
 import math
@@ -21,16 +23,17 @@ def hygiene_partitions(night: date, lookback_hours: float) -> list[str]:
     return [(night - timedelta(days=i)).isoformat() for i in range(back, 0, -1)]
 
 
-def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, float]) -> dg.ScheduleDefinition:
-    """`flow_assets`: flow → its boundary asset keys. Each run request selects one flow's assets (with
-    their checks) for one partition."""
-    everything = [k for keys in flow_assets.values() for k in keys]
+def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, float], dbt_assets: list
+                    ) -> dg.ScheduleDefinition:
+    """`flow_assets`: flow → its boundary asset keys; `dbt_assets`: the dbt models. Each run request
+    selects one flow's assets (with their checks) for one partition, or, last, the dbt models."""
+    everything = [k for keys in flow_assets.values() for k in keys] + list(dbt_assets)
 
     @dg.schedule(name="nightly_hygiene", cron_schedule=HYGIENE_CRON, execution_timezone="UTC",
                  target=dg.AssetSelection.assets(*everything),
                  default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description="Every flow: yesterday's partitions plus the lookback, with all checks "
-                             "(dbt_nightly builds the marts at 02:00).")
+                 description="Every flow: yesterday's partitions plus the lookback, with all checks; then the "
+                             "dbt build.")
     def _schedule(context: dg.ScheduleEvaluationContext):
         night = context.scheduled_execution_time.date()
         out = []
@@ -38,15 +41,11 @@ def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, floa
             for part in hygiene_partitions(night, lookback_hours.get(flow, 6.0)):
                 out.append(dg.RunRequest(run_key=f"nightly_hygiene:{flow}:{part}:{night}", asset_selection=keys,
                                          partition_key=part, tags={"meshline/pass": "nightly_hygiene"}))
+        out.append(dg.RunRequest(run_key=f"nightly_hygiene:dbt:{night}", asset_selection=list(dbt_assets),
+                                 tags={"meshline/pass": "nightly_hygiene"}))
         return out
 
     return _schedule
-
-
-def dbt_nightly(dbt_job) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(name="dbt_nightly", job=dbt_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
-                                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                                 description="dbt build (staging, marts, scorecard) after nightly_hygiene's loads.")
 
 
 def synthetic_job(settings) -> dg.JobDefinition:

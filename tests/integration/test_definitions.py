@@ -29,7 +29,7 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
         assert defs.resolve_job_def(name) is not None
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
-    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "dbt_nightly", "nightly_synthetic"}
+    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "nightly_synthetic"}
     assert defs.resolve_schedule_def("nightly_synthetic").job_name == "synthetic_job"
     # nightly_hygiene: every flow's yesterday and the day its 6 h lookback reaches into, then dbt
     from datetime import UTC, datetime
@@ -41,9 +41,16 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     flows = {"lead_handoff": {"marketing_leads", "crm_leads"},
              "quote_to_cash": {"crm_opportunities", "billing_invoices"},
              "subscription_updates": {"product_plan_events", "billing_subscriptions"}}
-    assert [({k.path[-1] for k in r.asset_selection}, r.partition_key) for r in reqs] == [
+    assert [({k.path[-1] for k in r.asset_selection}, r.partition_key) for r in reqs[:-1]] == [
         (names, day) for names in flows.values() for day in ("2026-03-13", "2026-03-14")]
-    assert defs.resolve_schedule_def("dbt_nightly").job_name == "dbt_build_job"
+    # last, the dbt models, unpartitioned; every run tagged so the queue runs them one at a time, in order
+    assert reqs[-1].partition_key is None and {k.path[0] for k in reqs[-1].asset_selection} == {"staging", "marts"}
+    assert all(r.tags["meshline/pass"] == "nightly_hygiene" for r in reqs)
+    repo = defs.get_repository_def()  # each request plans as a run of the implicit asset job
+    for r in (reqs[0], reqs[-1]):
+        sub = repo.get_implicit_job_def_for_assets(r.asset_selection).get_subset(asset_selection=set(r.asset_selection))
+        assert {k for k in sub.asset_layer.asset_graph.get_all_asset_keys() if k in set(r.asset_selection)} == set(
+            r.asset_selection)
     assert len({r.run_key for r in reqs}) == len(reqs) and all("2026-03-15" in r.run_key for r in reqs)
     assert {s.name for s in defs.sensors} == {"run_failure_alert", "compensating_backfill", "dead_letter_pager"}
     for sensor in defs.sensors:
