@@ -117,3 +117,18 @@ def test_settings_switch_on_the_warehouse_url(tmp_path):
         Settings.from_env({"MESHLINE_WAREHOUSE_URL": "postgresql://u@h/db"})
     with pytest.raises(ValueError, match="unsupported"):
         Settings.from_env({"MESHLINE_WAREHOUSE_URL": "mysql://u@h/db"})
+
+
+def test_the_shipped_instance_configs_are_valid(tmp_path):
+    """deploy/dagster.yaml (production) and the embedded default's dagster.yaml pass Dagster's own
+    validation; nightly_hygiene's runs are limited to one at a time in production."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    from orchestration.settings import PROJECT_ROOT
+
+    cfg, _ = dagster_instance_config(str(PROJECT_ROOT / "deploy"), "dagster.yaml")
+    limits = cfg["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "meshline/pass", "value": "nightly_hygiene", "limit": 1} in limits
+    home = Settings(home=tmp_path, warehouse_url=f"duckdb:///{tmp_path / 'w.duckdb'}").ensure_local_dagster_home()
+    local, _ = dagster_instance_config(str(home), "dagster.yaml")
+    assert local["concurrency"]["pools"]["default_limit"] == 1
