@@ -31,6 +31,15 @@ def asset_key(contract: Contract) -> dg.AssetKey:
     return dg.AssetKey(["raw", contract.name])
 
 
+
+def judged_as_of(s, table: str, sla: timedelta = timedelta(0)) -> tuple[datetime | None, datetime]:
+    """(the other side's newest loaded change, the cutoff for "past the SLA" as of it). Reconciliations
+    judge a record late only against what the other side has actually loaded, so a side that is merely
+    behind never reads as a sync failure; before it has loaded anything, nothing is past the SLA."""
+    as_of = s.scalar(f"SELECT max(updated_at) FROM {table}")
+    return as_of, (as_of - sla) if as_of is not None else datetime(1900, 1, 1)
+
+
 def recorded(context, contract: Contract, check_name: str, result: dg.AssetCheckResult, *, remediable: bool,
              targets: tuple[str, ...] = ()) -> dg.AssetCheckResult:
     """Store a partitioned check's outcome in `meshline.check_results` and open or resolve its incident

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, recorded
+from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import Contract, load_contract
@@ -33,8 +33,7 @@ def reconcile(wh, partition_key: str, sla: timedelta = HANDOFF_SLA) -> dict:
     window = daily_window(partition_key)
     m, c = raw_table(marketing), raw_table(crm)
     with wh.session() as s:
-        as_of = s.scalar(f"SELECT max(updated_at) FROM {c}")
-        cutoff = (as_of - sla) if as_of is not None else window.start - timedelta(days=36500)
+        as_of, cutoff = judged_as_of(s, c, sla)
         rows = s.query(
             f"WITH mql AS (SELECT lead_id, mql_at FROM {m} WHERE mql_at >= ? AND mql_at < ?),"
             f" crm AS (SELECT marketing_lead_id, count(*) AS n FROM {c}"

@@ -12,11 +12,11 @@ reconciliation checks that expose the flow's sync failures:
 so a side that is merely behind does not read as a failure before its data is in.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, recorded
+from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import load_contract
@@ -31,8 +31,7 @@ def reconcile_deals(wh, partition_key: str, sla: timedelta = INVOICE_SLA) -> dic
     deals, invoices = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
     with wh.session() as s:
-        as_of = s.scalar(f"SELECT max(updated_at) FROM {invoices}")
-        cutoff = (as_of - sla) if as_of is not None else w.start - timedelta(days=36500)
+        as_of, cutoff = judged_as_of(s, invoices, sla)
         rows = s.query(
             f"SELECT d.opportunity_id, count(i.invoice_id) AS n, d.closed_at <= ? AS due,"
             f" sum(CASE WHEN i.currency <> d.currency THEN 1 ELSE 0 END) AS cur_mm,"
@@ -53,12 +52,12 @@ def reconcile_invoices(wh, partition_key: str) -> dict:
     deals, invoices = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
     with wh.session() as s:
-        as_of = s.scalar(f"SELECT max(updated_at) FROM {deals}")
+        as_of, _ = judged_as_of(s, deals)
         rows = s.query(
             f"SELECT i.invoice_id, d.opportunity_id IS NOT NULL AS has_deal, i.issued_at <= ? AS judged"
             f" FROM {invoices} i LEFT JOIN {deals} d ON d.opportunity_id = i.opportunity_id"
             f" WHERE i.issued_at >= ? AND i.issued_at < ? ORDER BY i.invoice_id",
-            (as_of or w.start - timedelta(days=36500), w.start, w.end))
+            (as_of or datetime(1900, 1, 1), w.start, w.end))
     return {"invoices": len(rows), "no_deal": [r[0] for r in rows if not r[1] and r[2]],
             "as_of": as_of.isoformat() if as_of else None}
 

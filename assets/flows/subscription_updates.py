@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, recorded
+from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
 from expectations.contract import load_contract
@@ -31,8 +31,7 @@ def reconcile(wh, partition_key: str, sla: timedelta = PLAN_SYNC_SLA) -> dict:
     events, subs = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
     with wh.session() as s:
-        as_of = s.scalar(f"SELECT max(updated_at) FROM {subs}")
-        cutoff = (as_of - sla) if as_of is not None else w.start - timedelta(days=36500)
+        as_of, cutoff = judged_as_of(s, subs, sla)
         rows = s.query(
             f"WITH latest AS (SELECT account_id, plan, occurred_at, row_number() OVER"
             f"  (PARTITION BY account_id ORDER BY occurred_at DESC, event_id DESC) AS rn FROM {events}),"

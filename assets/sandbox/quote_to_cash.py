@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import _write
 
 INVOICE_SLA = timedelta(hours=48)
@@ -35,9 +36,7 @@ class QuoteFaults:
     malformed_billing: float = 0.01
 
 
-class QuoteToCashSandbox:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+class QuoteToCashSandbox(SimulatedSystem):
 
     @property
     def crm_path(self) -> Path:
@@ -55,21 +54,10 @@ class QuoteToCashSandbox:
     def billing_url(self) -> str:
         return f"duckdb:///{self.billing_path}"
 
-    @property
-    def truth_path(self) -> Path:
-        return self.root / "ground_truth.json"
-
-    def exists(self) -> bool:
-        return self.truth_path.exists()
-
-    def ground_truth(self) -> dict:
-        return json.loads(self.truth_path.read_text())
-
     def generate(self, *, end: date, days: int = 14, deals_per_day: int = 80, seed: int = 7,
                  faults: QuoteFaults = QuoteFaults()) -> dict:
         rng = np.random.default_rng(seed)
-        start = datetime.combine(end - timedelta(days=days - 1), datetime.min.time())
-        stop = start + timedelta(days=days)
+        start, stop = self.window(end, days)
         n = days * deals_per_day
         sec = lambda a: pd.to_timedelta(a, unit="s")  # noqa: E731
         opp_id = np.arange(5_001, 5_001 + n)

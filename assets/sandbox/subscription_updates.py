@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import FIRST, LAST, _write
 
 PLAN_SYNC_SLA = timedelta(hours=12)
@@ -50,9 +51,7 @@ def _iso(ts) -> str:
     return pd.Timestamp(ts).to_pydatetime().isoformat()
 
 
-class SubscriptionSandbox:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+class SubscriptionSandbox(SimulatedSystem):
 
     @property
     def events_dir(self) -> Path:
@@ -62,21 +61,10 @@ class SubscriptionSandbox:
     def billing_path(self) -> Path:
         return self.root / "billing.duckdb"
 
-    @property
-    def truth_path(self) -> Path:
-        return self.root / "ground_truth.json"
-
-    def exists(self) -> bool:
-        return self.truth_path.exists()
-
-    def ground_truth(self) -> dict:
-        return json.loads(self.truth_path.read_text())
-
     def generate(self, *, end: date, days: int = 14, accounts_per_day: int = 60, seed: int = 7,
                  faults: SubscriptionFaults = SubscriptionFaults()) -> dict:
         rng = np.random.default_rng(seed)
-        start = datetime.combine(end - timedelta(days=days - 1), datetime.min.time())
-        stop = start + timedelta(days=days)
+        start, stop = self.window(end, days)
         n = days * accounts_per_day
         accounts = np.arange(30_001, 30_001 + n)
 
