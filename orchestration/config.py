@@ -36,14 +36,14 @@ class ConfigError(MeshlineError):
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SOURCE_KEYS = {
-    "sql": {"kind": str, "url": str, "table": str},
+    "sql": {"kind": str, "url": str, "table": str, "query": str},
     "http": {"kind": str, "base_url": str, "path": str, "pagination": str, "page_size": int, "rate_per_s": (int, float),
              "burst": int, "max_retries": int, "timeout_s": (int, float), "records_key": str, "next_key": str,
              "cursor_param": str, "page_param": str, "since_param": str, "until_param": str, "limit_param": str,
              "token_env": str},
     "files": {"kind": str, "folder": str, "pattern": str},
 }
-REQUIRED_SOURCE = {"sql": ("url", "table"), "http": ("base_url", "path"), "files": ("folder",)}
+REQUIRED_SOURCE = {"sql": ("url",), "http": ("base_url", "path"), "files": ("folder",)}
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
                  "volume_tolerance": (int, float), "source": dict}
 
@@ -142,6 +142,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
             for req in REQUIRED_SOURCE[kind]:
                 if not src.get(req):
                     raise fail(where + ("source", req), f"required for a {kind} source")
+            if kind == "sql" and bool(src.get("table")) == bool(src.get("query")):
+                raise fail(where + ("source",), "a sql source needs either a table or a query (not both)")
             if name in boundaries:
                 raise fail(where, f"boundary {name!r} is declared twice")
             boundaries[name] = Boundary(flow=flow, name=name, contract=b.get("contract", name),

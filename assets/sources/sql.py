@@ -37,15 +37,23 @@ def _rebatch(tables: Iterator[pa.Table | pa.RecordBatch], rows: int) -> Iterator
 
 
 class SqlSource(Source):
-    """A table (or view) in a SQL database. URL forms: duckdb:///PATH, postgresql+psycopg2://..., or any
-    SQLAlchemy URL."""
+    """A table (or view), or a query, in a SQL database. URL forms: duckdb:///PATH,
+    postgresql+psycopg2://..., or any SQLAlchemy URL. A `query` is read as a subquery, the change-token
+    window applied around it; it may not contain `?` (the window's placeholders)."""
 
-    def __init__(self, url: str, table: str, system: str):
+    def __init__(self, url: str, table: str, system: str, query: str | None = None):
         self.url = url
         self.table = table
         self.system = system
-        schema, _, name = table.rpartition(".")
-        self._qualified = ".".join(ident(p) for p in ([schema] if schema else []) + [name])
+        self.query = query
+        if query is not None:
+            q = query.strip().rstrip(";")
+            if "?" in q:
+                raise ValueError(f"{system}.{table}: a source query may not contain '?'")
+            self._qualified = f"({q}) AS meshline_source"
+        else:
+            schema, _, name = table.rpartition(".")
+            self._qualified = ".".join(ident(p) for p in ([schema] if schema else []) + [name])
         if url.startswith("duckdb:"):
             self.dialect = "duckdb"
         elif url.startswith(("postgresql", "postgres:")):
@@ -94,7 +102,8 @@ class SqlSource(Source):
 
             return list(conn.execute(sa.text(sql)).keys())
         except Exception as exc:  # reachable, but the table is absent or not readable
-            raise SourceError(f"{where} is reachable but table {self.table!r} cannot be read: "
+            what = "its query" if self.query else f"table {self.table!r}"
+            raise SourceError(f"{where} is reachable but {what} cannot be read: "
                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         finally:
             conn.close()
@@ -127,7 +136,8 @@ class SqlSource(Source):
 
         conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn)
         cur = conn.cursor()
-        copy_sql = cur.mogrify(f"COPY ({sql.replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)", params).decode()
+        copy_sql = cur.mogrify(f"COPY ({sql.replace('%', '%%').replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)",
+                               params).decode()
         rfd, wfd = os.pipe()
         errors: list[BaseException] = []
 

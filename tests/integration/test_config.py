@@ -49,6 +49,8 @@ def test_the_project_config_loads():
     (("      crm_leads:\n", "      crm_leadz:\n"), r":8: .*crm_leadz.contract: .*no contract named 'crm_leadz'"),
     (("version: 1", "version: 2"), r":1: version: expected version: 1"),
     (("table: crm.leads_export", "tabel: crm.leads_export"), r":12: .*source.tabel: unknown key"),
+    (("table: crm.leads_export", "table: crm.leads_export\n          query: SELECT 1"),
+     r":9: .*crm_leads.source: a sql source needs either a table or a query"),
 ])
 def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
     path = tmp_path / "meshline.yaml"
@@ -94,7 +96,21 @@ def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(ho
     expected = sum(1 for ts in crm.column("updated_at").to_pylist() if str(ts)[:10] == key)
     assert md["crm_leads"]["rows_read"] == expected > 0
     assert md["marketing_leads"]["rows_read"] > 0 and md["marketing_leads"]["rows_loaded"] > 0
+
     with Warehouse(wh_url).session() as s:
         assert s.scalar("SELECT count(*) FROM raw.crm_leads") == md["crm_leads"]["rows_loaded"] > 0
     marketing = defs.resolve_assets_def(dg.AssetKey(["raw", "marketing_leads"]))
     assert marketing.metadata_by_key[marketing.key]["lookback_hours"] == 3
+
+    # The same boundary read through a query instead of a table: only what the query selects loads.
+    config.write_text(GOOD.replace("table: crm.leads_export",
+                                   "query: SELECT * FROM crm.leads_export WHERE status <> 'working'"))
+    wh_url2 = f"duckdb:///{home / 'warehouse2.duckdb'}"
+    defs = build_defs(Settings(home=home, warehouse_url=wh_url2, config_path=config))
+    res = defs.resolve_job_def(LEAD_HANDOFF_JOB).execute_in_process(
+        partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    md2 = {ev.asset_key.path[-1]: {k: v.value for k, v in ev.materialization.metadata.items()}
+          for ev in res.get_asset_materialization_events()}
+    working = sum(1 for ts, st in zip(crm.column("updated_at").to_pylist(), crm.column("status").to_pylist(),
+                                      strict=True) if str(ts)[:10] == key and st == "working")
+    assert working > 0 and md2["crm_leads"]["rows_read"] == expected - working
