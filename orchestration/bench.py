@@ -2,8 +2,12 @@
 
     1. ../shared/bench/gen_source.py writes crm_opportunities (1.01 M rows) into a Postgres source database
     2. full load into a fresh DuckDB warehouse, then into a fresh Postgres warehouse
-    3. 1% of the opportunities change at the source (new change events)
-    4. incremental re-run into both
+    3. the peer baseline on the same table in the same run: ../shared/bench/anchor_dlt.py (dlt's
+       sql_database source, pyarrow backend, no row validation) into DuckDB and into Postgres, from a
+       virtual environment of its own that the bench creates (.bench/dlt-venv): Meshline never
+       depends on dlt
+    4. 1% of the opportunities change at the source (new change events)
+    5. incremental re-run into both
 
 Every load runs in its own process (so its peak RSS is its own) and prints one JSON line: target, phase,
 rows_read, rows_loaded, rows_superseded, rows_dead_lettered, seconds (inside the process, from the start
@@ -82,6 +86,56 @@ def _child(target_url: str, source_url: str, phase: str) -> dict:
     return result
 
 
+DLT_REQUIREMENTS = ["dlt[duckdb,postgres,sql_database]", "sqlalchemy", "psycopg2-binary", "pyarrow", "pandas"]
+# Runs anchor_dlt.py as it is, then reports the process's peak RSS beside its JSON line.
+_DLT_WRAPPER = ("import json, resource, runpy, sys, time; t0 = time.perf_counter(); anchor = sys.argv[1]; "
+                "sys.argv = sys.argv[1:]; runpy.run_path(anchor, run_name='__main__'); "
+                "print(json.dumps({'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "
+                "'in_process_s': round(time.perf_counter() - t0, 2)}))")
+
+
+def dlt_python(work: Path) -> Path:
+    """The dlt baseline's own virtual environment (created once)."""
+    venv = work / "dlt-venv"
+    py = venv / "bin" / "python"
+    import hashlib
+
+    stamp = venv / f".installed-{hashlib.sha256(' '.join(DLT_REQUIREMENTS).encode()).hexdigest()[:12]}"
+    if not stamp.exists():
+        print(f"creating the dlt baseline's virtual environment in {venv} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", *DLT_REQUIREMENTS], check=True,
+                       stdout=sys.stderr)
+        stamp.touch()
+    return py
+
+
+def run_dlt(py: Path, source_url: str, dest: str, work: Path, dest_url: str | None = None) -> dict:
+    anchor = SHARED_BENCH / "anchor_dlt.py"
+    cmd = [str(py), "-c", _DLT_WRAPPER, str(anchor), source_url, dest, str(work / f"dlt-{dest}")]
+    if dest_url:
+        cmd.append(dest_url)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    if out.returncode != 0:
+        raise SystemExit(f"dlt baseline failed ({dest}):\n{out.stderr[-3000:]}")
+    lines = [json.loads(x) for x in out.stdout.strip().splitlines() if x.startswith("{")]
+    rec = {"tool": "dlt-pyarrow", "target": dest, "phase": "full", **lines[0], **lines[-1],
+           "wall_s": round(time.perf_counter() - t0, 2)}
+    return rec
+
+
+def _with_password(url: str) -> str:
+    """dlt insists on a password in Postgres credentials; under trust auth any will do."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and parts.username:
+        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=f"{parts.username}:{os.environ.get('PGPASSWORD', 'unused')}@{host}")
+    return urlunsplit(parts)
+
+
 def change_one_percent(source_url: str) -> int:
     """New change events for 1% of the opportunities, newer than anything loaded."""
     import psycopg2
@@ -102,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000, help="distinct opportunities (default 1,000,000)")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / ".bench" / "results.jsonl")
     p.add_argument("--targets", default="duckdb,postgres")
+    p.add_argument("--no-dlt", action="store_true", help="skip the dlt peer baseline")
     args = p.parse_args(argv)
     gen = SHARED_BENCH / "gen_source.py"
     if not gen.exists():
@@ -134,13 +189,27 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(line + "\n")
 
         for url in targets.values():
-            emit(_child(url, source_url, "full"))
+            emit({"tool": "meshline", **_child(url, source_url, "full")})
+        if not args.no_dlt:
+            py = dlt_python(work)
+            targets_max = {"duckdb": 0.8, "postgres": 1.0}  # issue #7: at most this fraction of dlt's time
+            for t in targets:
+                dest_url = _with_password(_libpq(_recreate_db("meshline_bench_dlt"))) if t == "postgres" else None
+                rec = run_dlt(py, source_url, t, work, dest_url)
+                ours = next(r for r in results if r["target"] == t and r["phase"] == "full")
+                rec["meshline_seconds"] = ours["seconds"]
+                rec["ratio_meshline_to_dlt"] = round(ours["seconds"] / rec["seconds"], 3)
+                rec["wall_ratio_meshline_to_dlt"] = round(ours["wall_s"] / rec["wall_s"], 3)
+                rec["target_ratio_max"] = targets_max.get(t)
+                rec["target_met"] = rec["ratio_meshline_to_dlt"] <= targets_max.get(t, 1.0)
+                emit(rec)
         changed = change_one_percent(source_url)
         print(f"{changed:,} change events added at the source (1%)", file=sys.stderr, flush=True)
         for t, url in targets.items():
-            rec = _child(url, source_url, "incremental_1pct")
+            rec = {"tool": "meshline", **_child(url, source_url, "incremental_1pct")}
             full = next(r for r in results if r["target"] == t and r["phase"] == "full")
             rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3) if full["seconds"] else None
+            rec["target_ratio_max"], rec["target_met"] = 0.05, rec["ratio_to_full"] <= 0.05
             emit(rec)
     print(f"results: {args.out}", file=sys.stderr)
     return 0

@@ -189,6 +189,8 @@ def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> 
     if not open_n:
         return 0
     loc = ident(contract.locator)
+    if tx.dialect == "postgres":
+        tx.execute("ANALYZE _ml_stage")  # without statistics the planner nests loops over both tables
     where = (f"asset = ? AND status = 'open' AND source_locator IN"
              f" (SELECT CAST({loc} AS TEXT) FROM _ml_stage)")
     n = int(tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE {where}", (contract.name,)))
