@@ -17,6 +17,7 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import timedelta
 
 from orchestration.settings import Settings
 
@@ -64,7 +65,7 @@ def compensating_loader(settings: Settings):
         contract = registry.get(b.contract, b.contract_version)
         source = build_source(specs[asset], system=contract.source_system, table=contract.source_table)
         return load_partition(wh, source, contract, partition_key=partition, window=daily_window(partition),
-                              run_id=run_id, lookback=__import__("datetime").timedelta(hours=b.lookback_hours),
+                              run_id=run_id, lookback=timedelta(hours=b.lookback_hours),
                               full_refresh=True)
 
     return load
@@ -158,7 +159,7 @@ def incidents(argv: list[str]) -> int:
         return 0
     at = now()
     where = "" if args.all else "WHERE status = 'open' OR opened_at >= ?"
-    params = () if args.all else (at - __import__("datetime").timedelta(days=7),)
+    params = () if args.all else (at - timedelta(days=7),)
     with wh.session() as s:
         rows = s.query(f"SELECT incident_id, severity, status, contract, check_name, partition_key, opened_at,"
                        f" minutes_to_resolve, escalated_at FROM {META_SCHEMA}.incidents {where}"

@@ -281,6 +281,8 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
 
 def _detect(w: _World, wh, disabled: frozenset[str]) -> dict:
     """What the detectors report over the isolated warehouse right now."""
+    import dagster as dg
+
     from assets.flows import lead_handoff, subscription_updates
 
     out = {"missing": set(), "duplicated": set(), "not_reflected": set(), "dead_letters": set(), "volume": set(),
@@ -306,9 +308,9 @@ def _detect(w: _World, wh, disabled: frozenset[str]) -> dict:
             latest[p] = passed
         out["volume_now"] = {p for p, passed in latest.items() if not passed}
     if "source_throttling" not in disabled:
-        for rec in w.instance.get_runs(filters=__import__("dagster").RunsFilter(tags={SYNTHETIC_TAG: w.run_id})):
-            for ev in w.instance.get_records_for_run(rec.run_id, of_type=__import__(
-                    "dagster").DagsterEventType.ASSET_MATERIALIZATION).records:
+        for rec in w.instance.get_runs(filters=dg.RunsFilter(tags={SYNTHETIC_TAG: w.run_id})):
+            for ev in w.instance.get_records_for_run(
+                    rec.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
                 md = ev.event_log_entry.asset_materialization.metadata
                 if "source_throttled" in md:
                     out["throttled"] += int(md["source_throttled"].value)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from assets.loading.ddl import META_SCHEMA
 
@@ -244,7 +244,7 @@ def prune_audit_log(wh, days: int, actor: str, at: datetime | None = None) -> in
     if not lo <= days <= hi:
         raise ValueError(f"audit-log retention must be between {lo} and {hi} days, not {days}")
     at = at or now()
-    cutoff = at - __import__("datetime").timedelta(days=days)
+    cutoff = at - timedelta(days=days)
     with wh.transaction() as tx:
         ensure(tx)
         last = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log WHERE logged_at < ? ORDER BY seq DESC"

@@ -6,6 +6,7 @@ is told apart from an unreachable one; a Dagster run retries an unreachable sour
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 
 import dagster as dg
 import pytest
@@ -79,7 +80,7 @@ def test_reachable_source_without_the_table_is_not_called_unreachable(warehouse_
 def test_a_dagster_run_retries_an_unreachable_source_and_says_why(tmp_path):
     contract = load_contract("crm_leads")
     asset = boundary_asset(contract, dg.DailyPartitionsDefinition(start_date="2026-01-01"), pool=None,
-                           lookback=__import__("datetime").timedelta(hours=6))
+                           lookback=timedelta(hours=6))
     url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
     res = dg.materialize([asset], partition_key=DAY, raise_on_error=False, resources={
         "warehouse": WarehouseResource(url=url),
