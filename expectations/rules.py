@@ -125,6 +125,17 @@ def _rule_masks(col: Column, values: pa.Array, key: str) -> list[tuple[str, pa.A
     return masks
 
 
+def rule_count(contract: Contract) -> int:
+    """How many row rules the contract asks for: one per not-null, pattern, allowed-values and range
+    rule (what `_rule_masks` evaluates; the casts to each column's type come on top)."""
+    n = 0
+    for col in contract.columns:
+        n += int(col.name == contract.idempotency_key or col.required)
+        n += int(col.regex is not None) + int(col.allowed_values is not None)
+        n += int(col.min is not None or col.max is not None)
+    return n
+
+
 def evaluate(chunk: pa.Table, contract: Contract) -> Verdicts:
     """Type and validate one chunk. Raises `SourceSchemaError` when a contract column is absent."""
     missing = [c for c in contract.column_names if c not in chunk.column_names]

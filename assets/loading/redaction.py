@@ -32,7 +32,7 @@ def redact_value(value: Any, key: bytes | None = None) -> str | None:
     return PREFIX + digest[:16]
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -46,7 +46,7 @@ def redact_row(row: Mapping[str, Any], pii_columns: Iterable[str], key: bytes | 
     """A copy of the row with every PII column redacted and values made JSON-safe."""
     pii = set(pii_columns)
     k = key or redaction_key()
-    return {c: (redact_value(v, k) if c in pii else _plain(v)) for c, v in row.items()}
+    return {c: (redact_value(v, k) if c in pii else json_safe(v)) for c, v in row.items()}
 
 
 def redacted_json(row: Mapping[str, Any], pii_columns: Iterable[str], key: bytes | None = None) -> str:

@@ -28,7 +28,7 @@ SQL_TYPES = {
     "boolean": "BOOLEAN",
 }
 
-DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "1GB")
+DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "192MB")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -65,19 +65,118 @@ class WarehouseURL:
         raise ValueError(f"unsupported warehouse URL {url!r}: use duckdb:///PATH or postgresql+psycopg2://...")
 
 
+class Stage:
+    """The rows a load validated, held for its merge and read back under one name.
+
+    Postgres: a temporary table (dropped at commit) filled by COPY. DuckDB: up to `memory_rows` rows are
+    kept as Arrow and scanned in place; past that, everything goes to a Parquet file in a folder beside
+    the warehouse file, read back as a temporary view. DuckDB keeps the rows of a transaction's temporary
+    tables in memory whatever its memory limit (a million rows: about 230 MiB); the file costs a few MiB
+    and its pages are the kernel's to evict. The file is removed when the transaction ends."""
+
+    MEMORY_ROWS = 100_000
+
+    def __init__(self, tx: Tx, name: str, body: str, memory_rows: int = MEMORY_ROWS):
+        self.tx, self.name, self.body = tx, ident(name), body
+        self.memory_rows = memory_rows
+        self.rows = 0
+        self._held: list[pa.Table] = []
+        self._writer = None
+        self._path: Path | None = None
+        if tx.dialect == "duckdb":
+            tx.execute(f"DROP VIEW IF EXISTS {self.name}")
+        else:
+            tx.execute(f"DROP TABLE IF EXISTS {self.name}")
+            tx.execute(f"CREATE TEMPORARY TABLE {self.name} ({body}) ON COMMIT DROP")
+
+    def append(self, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        self.rows += data.num_rows
+        if self.tx.dialect == "postgres":
+            self.tx.insert_arrow(self.name, data)
+        elif self._writer is None and self.rows <= self.memory_rows:
+            self._held.append(data)
+        else:
+            self._spill(data)
+
+    def _spill(self, data: pa.Table) -> None:
+        if self._writer is None:
+            import uuid
+
+            import pyarrow.parquet as pq
+
+            self._path = self.tx.scratch_dir() / f"{self.name}-{uuid.uuid4().hex}.parquet"
+            self._writer = pq.ParquetWriter(self._path, data.schema, compression="none", use_dictionary=False,
+                                           write_statistics=False, data_page_size=1 << 20)  # cheapest to write
+            self.tx.on_close(self._remove)
+            held, self._held = self._held, []
+            for t in held:
+                self._writer.write_table(t)
+        self._writer.write_table(data)
+
+    def seal(self) -> None:
+        """No more rows: make the stage readable by name."""
+        if self.tx.dialect == "postgres":
+            return
+        if self._writer is not None:
+            self._writer.close()
+            path = str(self._path).replace("'", "''")
+            self.tx.execute(f"CREATE TEMPORARY VIEW {self.name} AS SELECT * FROM read_parquet('{path}')")
+        elif self._held:
+            self.tx.conn.register(self.name, pa.concat_tables(self._held))
+            self.tx.on_close(lambda: self.tx.conn.unregister(self.name))
+        else:  # nothing staged: an empty table with the stage's columns
+            self.tx.execute(f"DROP TABLE IF EXISTS {self.name}")
+            self.tx.execute(f"CREATE TEMPORARY TABLE {self.name} ({self.body})")
+
+    def _remove(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+
+
 class Tx:
     """One open transaction (or autocommit session) on the warehouse."""
 
-    def __init__(self, dialect: str, conn: Any):
+    def __init__(self, dialect: str, conn: Any, scratch: Path | None = None):
         self.dialect = dialect
         self.conn = conn
         self._cur = conn.cursor() if dialect == "postgres" else conn
+        self._scratch = scratch
+        self._on_close: list = []
+
+    def scratch_dir(self) -> Path:
+        """A folder beside the DuckDB warehouse file for a load's staged rows."""
+        if self._scratch is None:
+            raise RuntimeError("no scratch folder for this warehouse")
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
+
+    def on_close(self, fn) -> None:
+        self._on_close.append(fn)
+
+    def close(self) -> None:
+        while self._on_close:
+            self._on_close.pop()()
+
+    def stage(self, name: str, body: str) -> Stage:
+        return Stage(self, name, body)
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cur.execute(self._sql(sql), tuple(params))
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT/UPDATE/DELETE and return how many rows it wrote."""
+        if self.dialect == "duckdb":
+            row = self.conn.execute(sql, tuple(params)).fetchone()
+            return int(row[0]) if row else 0
+        self._cur.execute(self._sql(sql), tuple(params))
+        return max(self._cur.rowcount, 0)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         self._cur.execute(self._sql(sql), tuple(params))
@@ -167,13 +266,17 @@ class Warehouse:
 
         return psycopg2.connect(self.parsed.dsn)
 
+    def _scratch(self) -> Path | None:
+        p = self.parsed.path
+        return None if p is None else p.parent / f".{p.name}.scratch"
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         conn = self._connect()
         try:
             if self.dialect == "duckdb":
                 conn.execute("BEGIN TRANSACTION")
-            tx = Tx(self.dialect, conn)
+            tx = Tx(self.dialect, conn, self._scratch())
             try:
                 yield tx
             except BaseException:
@@ -181,6 +284,8 @@ class Warehouse:
                 raise
             else:
                 conn.commit()
+            finally:
+                tx.close()
         finally:
             conn.close()
 
@@ -191,7 +296,11 @@ class Warehouse:
         try:
             if self.dialect == "postgres":
                 conn.autocommit = True
-            yield Tx(self.dialect, conn)
+            tx = Tx(self.dialect, conn, self._scratch())
+            try:
+                yield tx
+            finally:
+                tx.close()
         finally:
             conn.close()
 

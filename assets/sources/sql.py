@@ -154,7 +154,7 @@ class SqlSource(Source):
             with os.fdopen(rfd, "rb", buffering=1 << 20) as r:
                 reader = pacsv.open_csv(
                     r,
-                    read_options=pacsv.ReadOptions(column_names=columns, block_size=8 << 20),
+                    read_options=pacsv.ReadOptions(column_names=columns, block_size=2 << 20),
                     convert_options=pacsv.ConvertOptions(
                         column_types={c: pa.string() for c in columns},
                         strings_can_be_null=True, quoted_strings_can_be_null=False),
