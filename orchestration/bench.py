@@ -7,7 +7,11 @@
        virtual environment of its own that the bench creates (.bench/dlt-venv): Meshline never
        depends on dlt
     4. 1% of the opportunities change at the source (new change events)
-    5. incremental re-run into both
+    5. incremental re-run into both, three times each on copies of the warehouse the full load left
+       (the median reported)
+    6. the full DuckDB load of a tenth of the rows (memory flatness), contract validation alone
+       (seconds per million rows), and whole-process start-up of the commands and of the Dagster
+       definitions beside `import dagster_dbt` (median of 5)
 
 Every load runs in its own process (so its peak RSS is its own) and prints one JSON line: target, phase,
 rows_read, rows_loaded, rows_superseded, rows_dead_lettered, seconds (inside the process, from the start
@@ -208,6 +212,35 @@ def _with_password(url: str) -> str:
     return urlunsplit(parts)
 
 
+def _rerun_median(target: str, url: str, source_url: str, work: Path, runs: int = 3) -> dict:
+    """The 1% re-run, `runs` times, each on its own copy of the warehouse as the full load left it (a file
+    copy for DuckDB, CREATE DATABASE ... TEMPLATE for Postgres); the run with the median time is
+    reported with every run's seconds beside it (these machines are noisy)."""
+    import shutil
+
+    recs = []
+    for i in range(runs):
+        if target == "duckdb":
+            src_path = Path(url[len("duckdb:///"):])
+            copy = work / f"bench_warehouse_rerun{i}.duckdb"
+            for f in (copy, Path(str(copy) + ".wal")):
+                f.unlink(missing_ok=True)
+            shutil.copyfile(src_path, copy)
+            copy_url = f"duckdb:///{copy}"
+        else:
+            name = f"meshline_bench_wh_rerun{i}"
+            _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            _admin(f"CREATE DATABASE {name} TEMPLATE {url.rsplit('/', 1)[1]}")
+            copy_url = f"{PG}/{name}"
+        recs.append(_child(copy_url, source_url, "incremental_1pct"))
+        if target == "duckdb":
+            copy.unlink(missing_ok=True)
+        else:
+            _admin(f"DROP DATABASE IF EXISTS meshline_bench_wh_rerun{i} WITH (FORCE)")
+    recs.sort(key=lambda r: r["seconds"])
+    return {**recs[len(recs) // 2], "runs_seconds": [r["seconds"] for r in recs]}
+
+
 def change_one_percent(source_url: str) -> int:
     """New change events for 1% of the opportunities, newer than anything loaded."""
     import psycopg2
@@ -281,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = change_one_percent(source_url)
         print(f"{changed:,} change events added at the source (1%)", file=sys.stderr, flush=True)
         for t, url in targets.items():
-            rec = {"tool": "meshline", **_child(url, source_url, "incremental_1pct")}
+            rec = {"tool": "meshline", **_rerun_median(t, url, source_url, work)}
             full = next(r for r in results if r["target"] == t and r["phase"] == "full")
             rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3) if full["seconds"] else None
             rec["target_ratio_max"], rec["target_met"] = 0.05, rec["ratio_to_full"] <= 0.05

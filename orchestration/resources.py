@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
 
 from assets.loading.warehouse import Warehouse
-from assets.sources import Source, build_source
 from expectations.contract import Contract
-from expectations.docs import DataDocs
+
+if TYPE_CHECKING:  # imported when used: building definitions pays for neither pyarrow nor pandas
+    from assets.sources import Source
+    from expectations.docs import DataDocs
 
 
 class WarehouseResource(ConfigurableResource):
@@ -33,6 +35,8 @@ class SourcesResource(ConfigurableResource):
         except KeyError:
             raise KeyError(f"no source configured for boundary {contract.name!r}; "
                            f"configured: {sorted(self.boundaries)}") from None
+        from assets.sources import build_source
+
         return build_source(spec, system=contract.source_system, table=contract.source_table)
 
 
@@ -42,4 +46,6 @@ class DataDocsResource(ConfigurableResource):
     root: str
 
     def get(self) -> DataDocs:
+        from expectations.docs import DataDocs
+
         return DataDocs(Path(self.root))

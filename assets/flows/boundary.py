@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.loading import load_partition
 from assets.loading.ddl import META_SCHEMA, raw_table
 from assets.loading.warehouse import ident
 from assets.loading.watermark import daily_window
@@ -88,6 +87,8 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         # whatever the watermark says: late rows load, fixed records replace their dead letters.
         compensate = context.run.tags.get(COMPENSATE_TAG) == "true"
         try:
+            from assets.loading.loader import load_partition  # pyarrow, only when a load runs
+
             r = load_partition(
                 wh, source, contract, partition_key=context.partition_key,
                 window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,

@@ -220,11 +220,18 @@ def _held(typed: pa.Table, contract: Contract, unknown: tuple[str, ...], *, flow
 
 def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     """Insert rows whose `key` is not there yet (re-runs write nothing twice)."""
+    names = ", ".join(ident(n) for n in rows.column_names)
+    if tx.dialect == "duckdb":  # DuckDB scans the Arrow table in place
+        tx.conn.register("_ml_new_rows", rows)
+        try:
+            tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new_rows ON CONFLICT ({key}) DO NOTHING")
+        finally:
+            tx.conn.unregister("_ml_new_rows")
+        return
     _temp(tx, "_ml_new", ", ".join(
         f"{n} {'TIMESTAMP' if pa.types.is_timestamp(rows.schema.field(n).type) else 'TEXT'}"
         for n in rows.column_names))
     tx.insert_arrow("_ml_new", rows)
-    names = ", ".join(rows.column_names)
     tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
 
 
@@ -232,20 +239,11 @@ def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> 
     """Open dead letters of this asset whose record (same source locator) this load read and found valid
     are resolved, naming the run: the record was fixed at the source and is now loaded (or superseded
     by a newer version). Runs before this load's own dead letters are written."""
-    open_n = tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND status = 'open'",
-                       (contract.name,))
-    if not open_n:
-        return 0
     loc = ident(contract.locator)
-    if tx.dialect == "postgres":
-        tx.execute("ANALYZE _ml_stage")  # without statistics the planner nests loops over both tables
-    where = (f"asset = ? AND status = 'open' AND source_locator IN"
-             f" (SELECT CAST({loc} AS TEXT) FROM _ml_stage)")
-    n = int(tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE {where}", (contract.name,)))
-    if n:
-        tx.execute(f"UPDATE {META_SCHEMA}.dead_letters SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
-                   f" resolution = 'replayed' WHERE {where}", (at, run_id, contract.name))
-    return n
+    return tx.execute_count(
+        f"UPDATE {META_SCHEMA}.dead_letters SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
+        f" resolution = 'replayed' WHERE asset = ? AND status = 'open' AND source_locator IN"
+        f" (SELECT CAST({loc} AS TEXT) FROM _ml_stage)", (at, run_id, contract.name))
 
 
 def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
@@ -388,7 +386,8 @@ def load_partition(
             f" FROM _ml_stage) s"
             f" WHERE s._rn = 1 AND NOT EXISTS ("
             f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
-        if tx.dialect == "postgres":
+        if tx.dialect == "postgres":  # without statistics on the temporary tables the planner nests loops
+            tx.execute("ANALYZE _ml_stage")
             tx.execute("ANALYZE _ml_win")
         tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
         all_cols = cols + list(PROVENANCE)

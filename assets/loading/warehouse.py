@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SQL_TYPES = {
     "integer": "BIGINT",
@@ -124,6 +124,8 @@ class Stage:
             path = str(self._path).replace("'", "''")
             self.tx.execute(f"CREATE TEMPORARY VIEW {self.name} AS SELECT * FROM read_parquet('{path}')")
         elif self._held:
+            import pyarrow as pa
+
             self.tx.conn.register(self.name, pa.concat_tables(self._held))
             self.tx.on_close(lambda: self.tx.conn.unregister(self.name))
         else:  # nothing staged: an empty table with the stage's columns
@@ -187,6 +189,8 @@ class Tx:
         return rows[0][0] if rows else None
 
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        import pyarrow as pa
+
         if self.dialect == "duckdb":
             return self.conn.sql(sql, params=list(params) or None).to_arrow_table()
         self._cur.execute(self._sql(sql), tuple(params))
@@ -207,6 +211,8 @@ class Tx:
             finally:
                 self.conn.unregister("_ml_arrow_in")
             return
+        import pyarrow.csv as pacsv
+
         buf = io.BytesIO()
         pacsv.write_csv(data, buf, write_options=pacsv.WriteOptions(include_header=False))
         buf.seek(0)

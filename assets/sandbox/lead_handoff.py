@@ -21,9 +21,10 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 FIRST = ["ada", "grace", "alan", "edsger", "barbara", "donald", "frances", "ken", "radia", "john"]
 LAST = ["lovelace", "hopper", "turing", "dijkstra", "liskov", "knuth", "allen", "thompson", "perlman", "backus"]
@@ -85,6 +86,9 @@ class LeadHandoffSandbox:
     def generate(self, *, end: date, days: int = 14, leads_per_day: int = 200, seed: int = 7,
                  faults: FaultRates = FaultRates()) -> dict:
         """Write both databases afresh and return the ground truth."""
+        import numpy as np
+        import pandas as pd
+
         rng = np.random.default_rng(seed)
         start = datetime.combine(end - timedelta(days=days - 1), datetime.min.time())
         stop = start + timedelta(days=days)  # exclusive end of the simulation
@@ -250,6 +254,8 @@ class LeadHandoffSandbox:
 
 def _malformed(marketing: pd.DataFrame, crm: pd.DataFrame) -> list[dict]:
     """Every row the generator made malformed, with the reason code the contracts must give it."""
+    import pandas as pd
+
     out = [{"system": "marketing_automation", "row_id": int(r),
             "reason_code": "null_key" if pd.isna(k) else "invalid_format"}
            for r, k, f in zip(marketing["row_id"], marketing["lead_id"], marketing["first_name"], strict=True)

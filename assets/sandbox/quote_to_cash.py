@@ -16,9 +16,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import _write
 
@@ -56,6 +53,9 @@ class QuoteToCashSandbox(SimulatedSystem):
 
     def generate(self, *, end: date, days: int = 14, deals_per_day: int = 80, seed: int = 7,
                  faults: QuoteFaults = QuoteFaults()) -> dict:
+        import numpy as np
+        import pandas as pd
+
         rng = np.random.default_rng(seed)
         start, stop = self.window(end, days)
         n = days * deals_per_day

@@ -24,9 +24,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import FIRST, LAST, _write
 
@@ -48,6 +45,8 @@ class SubscriptionFaults:
 
 
 def _iso(ts) -> str:
+    import pandas as pd
+
     return pd.Timestamp(ts).to_pydatetime().isoformat()
 
 
@@ -63,6 +62,9 @@ class SubscriptionSandbox(SimulatedSystem):
 
     def generate(self, *, end: date, days: int = 14, accounts_per_day: int = 60, seed: int = 7,
                  faults: SubscriptionFaults = SubscriptionFaults()) -> dict:
+        import numpy as np
+        import pandas as pd
+
         rng = np.random.default_rng(seed)
         start, stop = self.window(end, days)
         n = days * accounts_per_day
