@@ -12,6 +12,8 @@
     6. the full DuckDB load of a tenth of the rows (memory flatness), contract validation alone
        (seconds per million rows), and whole-process start-up of the commands and of the Dagster
        definitions beside `import dagster_dbt` (median of 5)
+    7. the nightly hygiene over a year of the three flows at a mid-size organisation's volume
+       (orchestration/bench_year.py; `--no-year` skips it, `--year-only` runs only it)
 
 Every load runs in its own process (so its peak RSS is its own) and prints one JSON line: target, phase,
 rows_read, rows_loaded, rows_superseded, rows_dead_lettered, seconds (inside the process, from the start
@@ -262,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / ".bench" / "results.jsonl")
     p.add_argument("--targets", default="duckdb,postgres")
     p.add_argument("--no-dlt", action="store_true", help="skip the dlt peer baseline")
+    p.add_argument("--no-year", action="store_true",
+                   help="skip the year-volume nightly hygiene (orchestration/bench_year.py; about 20 min)")
+    p.add_argument("--year-only", action="store_true", help="only the year-volume nightly hygiene")
     args = p.parse_args(argv)
     gen = SHARED_BENCH / "gen_source.py"
     if not gen.exists():
@@ -269,6 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = args.out.parent
 
+    if args.year_only:
+        from orchestration.bench_year import run_year
+
+        with args.out.open("a") as fh:
+            def emit_year(rec: dict) -> None:
+                print(json.dumps(rec), flush=True)
+                fh.write(json.dumps({"tool": "meshline", **rec}) + "\n")
+
+            run_year(work / "year", out=emit_year)
+        return 0
     print(f"generating the source table ({args.rows:,} opportunities) ...", file=sys.stderr, flush=True)
     source_url = _recreate_db("meshline_bench_src")
     subprocess.run([sys.executable, str(gen), _libpq(source_url), str(args.rows)], check=True,
@@ -345,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             print("measuring start-up (median of 5 whole-process runs each) ...", file=sys.stderr, flush=True)
             for rec in startup(work / "home", targets["duckdb"]):
                 emit({"tool": "meshline", **rec})
+        if not args.no_year:
+            from orchestration.bench_year import run_year
+
+            run_year(work / "year", out=lambda rec: emit({"tool": "meshline", **rec}))
     met = [r for r in results if "target_met" in r]
     print(f"results: {args.out}; targets met {sum(r['target_met'] for r in met)}/{len(met)}"
           + "".join(f"; not met: {r.get('measure') or r['target']} {r.get('phase') or r.get('command') or ''}"

@@ -136,6 +136,21 @@ META_DDL.append(
         PRIMARY KEY (checksum, asset, partition_key)
     )""")
 
+META_DDL.append(
+    # File drops: the change-token range of each file's records (by content checksum, so it never goes
+    # stale), so a load skips without parsing the files that hold nothing for its window.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.file_index (
+        checksum TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        records BIGINT NOT NULL,
+        min_token TIMESTAMP,
+        max_token TIMESTAMP,
+        untokened BOOLEAN NOT NULL,
+        indexed_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (checksum, asset)
+    )""")
+
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")

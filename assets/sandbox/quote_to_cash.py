@@ -52,7 +52,10 @@ class QuoteToCashSandbox(SimulatedSystem):
         return f"duckdb:///{self.billing_path}"
 
     def generate(self, *, end: date, days: int = 14, deals_per_day: int = 80, seed: int = 7,
-                 faults: QuoteFaults = QuoteFaults()) -> dict:
+                 faults: QuoteFaults = QuoteFaults(), touches_per_invoice: float | None = None) -> dict:
+        """Write both databases afresh and return the ground truth. `touches_per_invoice`: the mean
+        number of later versions billing writes of each invoice (reminders, payments, regenerated PDFs;
+        same content, newer change token), for volume; by default about one invoice in ten gets one."""
         import numpy as np
         import pandas as pd
 
@@ -112,8 +115,13 @@ class QuoteToCashSandbox(SimulatedSystem):
         invoices["updated_at"] = invoices["issued_at"]
         # Billing touches about one invoice in ten again later (a regenerated PDF, a reminder): a second
         # version of the same invoice with a newer change token and the same content.
-        touched = invoices.iloc[: len(inv)].sample(frac=0.1, random_state=seed).copy()
-        touched["updated_at"] = touched["issued_at"] + sec(rng.integers(3600, 20 * 3600, len(touched)))
+        if touches_per_invoice is None:
+            touched = invoices.iloc[: len(inv)].sample(frac=0.1, random_state=seed).copy()
+            touched["updated_at"] = touched["issued_at"] + sec(rng.integers(3600, 20 * 3600, len(touched)))
+        else:
+            reps = rng.poisson(touches_per_invoice, len(inv))
+            touched = invoices.iloc[np.repeat(np.arange(len(inv)), reps)].copy()
+            touched["updated_at"] = touched["issued_at"] + sec(rng.integers(3600, 30 * 86400, len(touched)))
         touched = touched[touched["updated_at"] < stop]
         invoices = pd.concat([invoices, touched], ignore_index=True)
         invoices = invoices.sort_values("updated_at", kind="stable").reset_index(drop=True)

@@ -61,7 +61,9 @@ class SubscriptionSandbox(SimulatedSystem):
         return self.root / "billing.duckdb"
 
     def generate(self, *, end: date, days: int = 14, accounts_per_day: int = 60, seed: int = 7,
-                 faults: SubscriptionFaults = SubscriptionFaults()) -> dict:
+                 faults: SubscriptionFaults = SubscriptionFaults(), plan_changes_mean: float | None = None) -> dict:
+        """Write the event drops and billing afresh and return the ground truth. `plan_changes_mean`: the
+        mean number of plan changes per account (Poisson), for volume; by default 0, 1 or 2."""
         import numpy as np
         import pandas as pd
 
@@ -78,7 +80,9 @@ class SubscriptionSandbox(SimulatedSystem):
             who = f"{FIRST[i % len(FIRST)]}.{LAST[(i * 7) % len(LAST)]}{i}@example.com"
             events.append({"account_id": int(acct), "event_type": "signup", "plan": plan, "occurred_at": at,
                            "actor_email": who})
-            for _ in range(int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1]))):
+            changes = (int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])) if plan_changes_mean is None
+                       else int(rng.poisson(plan_changes_mean)))
+            for _ in range(changes):
                 at = at + MIN_GAP + timedelta(seconds=int(rng.integers(0, 4 * 86400)))
                 if at >= stop:
                     break

@@ -7,6 +7,11 @@ leaves it to be read again. Records keep any change token, so file drops read th
 window rather than `token > watermark − lookback`. A line that does not parse (broken JSON, a CSV row
 of the wrong width) becomes a dead letter located by file and line number, its text redacted.
 
+Each file's change-token range is indexed by checksum (`meshline.file_index`) the first time it is
+parsed: a later load skips, without parsing, every file whose records all lie outside its window (a
+year of daily drops is not re-parsed for each day). A file holding a record with no readable token, or
+only broken lines, is never skipped.
+
 Every record also offers the column `source_position`, `<file name>:<line>`: a contract that names it
 as its locator can re-read any record (dead-letter replay) from the file it came from.
 """
@@ -25,16 +30,32 @@ import pyarrow as pa
 from assets.sources.base import Malformed, Source, as_text, outside, parse_token
 from expectations.reasons import SourceUnreachable
 
+_CHECKSUMS: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> checksum, for this process
+
 
 def checksum(path: Path) -> str:
+    """The SHA-256 of a file's content; remembered for this process while the file is unchanged (a
+    history backfill reads the same landing folder once per day)."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _CHECKSUMS:
+        return _CHECKSUMS[key]
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    _CHECKSUMS[key] = h.hexdigest()
+    return _CHECKSUMS[key]
 
 
 POSITION = "source_position"
+
+
+def _disjoint(lo: datetime | None, hi: datetime | None, low: datetime, low_inclusive: bool, high: datetime) -> bool:
+    """True when every token in [lo, hi] falls outside the window."""
+    if lo is None or hi is None:
+        return False
+    return hi < low or (hi == low and not low_inclusive) or lo >= high
 
 
 class FileDropSource(Source):
@@ -47,6 +68,10 @@ class FileDropSource(Source):
         self._skip: set[str] = set()
         self._read: dict[str, tuple[str, int]] = {}  # checksum -> (file name, records delivered)
         self._malformed: list[Malformed] = []
+        self._ranges: dict[str, tuple] = {}  # checksum -> (min token, max token, untokened), indexed before
+        self._indexed: dict[str, tuple] = {}  # checksum -> (name, records, min, max, untokened), this load
+        self.files_parsed = 0
+        self.files_skipped = 0
 
     def __repr__(self) -> str:
         return f"FileDropSource({self.system}.{self.table}, {self.folder}/{self.pattern})"
@@ -69,6 +94,10 @@ class FileDropSource(Source):
         self._skip = set() if rescan else {r[0] for r in tx.query(
             "SELECT checksum FROM meshline.file_manifest WHERE asset = ? AND partition_key = ?", (asset, partition_key))}
         self._read, self._malformed = {}, []
+        self._ranges = {r[0]: r[1:] for r in tx.query(
+            "SELECT checksum, min_token, max_token, untokened FROM meshline.file_index WHERE asset = ?", (asset,))}
+        self._indexed = {}
+        self.files_parsed = self.files_skipped = 0
 
     def malformed(self) -> list[Malformed]:
         return list(self._malformed)
@@ -79,6 +108,10 @@ class FileDropSource(Source):
             tx.execute("INSERT INTO meshline.file_manifest (checksum, asset, partition_key, file_name, records,"
                        " run_id, loaded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        (digest, asset, partition_key, name, n, run_id, now))
+        for digest, (name, n, lo, hi, untokened) in self._indexed.items():
+            tx.execute("INSERT INTO meshline.file_index (checksum, asset, file_name, records, min_token, max_token,"
+                       " untokened, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       (digest, asset, name, n, lo, hi, untokened, now))
 
     def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict | Malformed]]:
         """(line number, record or Malformed) for each non-empty line of a file."""
@@ -125,14 +158,25 @@ class FileDropSource(Source):
             if digest in self._skip or digest in seen:  # delivered before, or the same file twice now
                 continue
             seen.add(digest)
-            n, first_token, broken = 0, None, []
+            known = self._ranges.get(digest)
+            if known is not None and not known[2] and _disjoint(known[0], known[1], low, low_inclusive, high):
+                self.files_skipped += 1  # every record (and so its broken lines' partition) is elsewhere
+                continue
+            self.files_parsed += 1
+            n, total, first_token, last_token, untokened, broken = 0, 0, None, None, False, []
             for line_no, rec in self._records(path):
                 if isinstance(rec, Malformed):
                     broken.append(rec)
                     continue
+                total += 1
                 ts = parse_token(rec.get(token))
-                if ts is not None and (first_token is None or ts < first_token):
-                    first_token = ts
+                if ts is None:
+                    untokened = True
+                else:
+                    if first_token is None or ts < first_token:
+                        first_token = ts
+                    if last_token is None or ts > last_token:
+                        last_token = ts
                 if outside(ts, low, low_inclusive, high):
                     continue
                 row = {c: as_text(rec.get(c), empty_is_null=True) for c in columns}
@@ -149,5 +193,8 @@ class FileDropSource(Source):
             if broken and (first_token is None or not outside(first_token, low, low_inclusive, high)):
                 self._malformed.extend(broken)
             self._read[digest] = (path.name, n)
+            if known is None:
+                self._indexed[digest] = (path.name, total, first_token, last_token,
+                                         untokened or first_token is None)
         if buf:
             yield pa.Table.from_pylist(buf, schema=schema)

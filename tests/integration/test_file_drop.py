@@ -110,3 +110,39 @@ def test_records_outside_the_window_wait_for_their_own_partition(warehouse_url, 
     r2 = load_partition(Warehouse(warehouse_url), FileDropSource(landing, system="product", table="plan_events"),
                         CONTRACT, partition_key=nxt, window=daily_window(nxt), run_id="d2")
     assert r2.rows_loaded == 3
+
+
+def test_files_whose_tokens_lie_outside_the_window_are_skipped_unparsed(warehouse_url, tmp_path):
+    """A year of daily drops is not re-parsed for each day: each file's token range is indexed the first
+    time it is parsed; a file with a record whose token is unreadable is never skipped."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _jsonl(landing / "day1.jsonl", _events(0, 5))
+    nxt = "2026-03-11"
+    _jsonl(landing / "day2.jsonl", [{**e, "occurred_at": (T + timedelta(days=1, minutes=i)).isoformat()}
+                                    for i, e in enumerate(_events(100, 4))])
+    wh = Warehouse(warehouse_url)
+
+    def load(day, run, **kw):
+        src = FileDropSource(landing, system="product", table="plan_events")
+        r = load_partition(wh, src, CONTRACT, partition_key=day, window=daily_window(day), run_id=run, **kw)
+        return r, src
+
+    r1, s1 = load(DAY, "d1")
+    assert (r1.rows_loaded, s1.files_parsed, s1.files_skipped) == (5, 2, 0)  # both parsed, both indexed
+    r2, s2 = load(nxt, "d2")
+    assert (r2.rows_loaded, s2.files_parsed, s2.files_skipped) == (4, 1, 1)  # day1.jsonl not parsed again
+    with wh.session() as s:
+        idx = dict(s.query("SELECT file_name, records FROM meshline.file_index ORDER BY file_name"))
+    assert idx == {"day1.jsonl": 5, "day2.jsonl": 4}
+    # A third day: a file with an unreadable token is read by every window (its record is dead-lettered
+    # once); the two indexed files are skipped.
+    _jsonl(landing / "odd.jsonl", [{**_events(200, 1)[0], "occurred_at": "not a time"}])
+    third = "2026-03-12"
+    r3, s3 = load(third, "d3")
+    assert (s3.files_parsed, s3.files_skipped, r3.rows_dead_lettered) == (1, 2, 1)
+    r4, s4 = load("2026-03-13", "d4")
+    assert (s4.files_parsed, s4.files_skipped) == (1, 2)
+    # A compensating rescan of day 2 reads its file (and the odd one) again, skips day 1's, loads nothing new.
+    r5, s5 = load(nxt, "d5", full_refresh=True)
+    assert (r5.rows_read, r5.rows_loaded, s5.files_parsed, s5.files_skipped) == (5, 0, 2, 1)
