@@ -150,7 +150,7 @@ def run_request(request: dict) -> dict:
         tags=request["tags"], run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
     checks = res.get_asset_check_evaluations()
     return {"run_key": request["run_key"], "success": res.success, "code_load_s": round(loaded, 2),
-            "checks": len(checks), "checks_failed": sum(not c.passed for c in checks),
+            "checks": len(checks), "checks_failed": sorted(c.check_name for c in checks if not c.passed),
             "rows_read": sum(e.materialization.metadata["rows_read"].value
                              for e in res.get_asset_materialization_events()
                              if "rows_read" in e.materialization.metadata)}
