@@ -76,9 +76,9 @@ class Stage:
 
     MEMORY_ROWS = 100_000
 
-    def __init__(self, tx: Tx, name: str, body: str, memory_rows: int = MEMORY_ROWS):
+    def __init__(self, tx: Tx, name: str, body: str, memory_rows: int | None = None):
         self.tx, self.name, self.body = tx, ident(name), body
-        self.memory_rows = memory_rows
+        self.memory_rows = self.MEMORY_ROWS if memory_rows is None else memory_rows
         self.rows = 0
         self._held: list[pa.Table] = []
         self._writer = None

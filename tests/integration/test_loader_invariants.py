@@ -108,6 +108,38 @@ def test_crash_before_commit_leaves_nothing_and_rerun_equals_clean_run(warehouse
     assert snapshot(warehouse_url, normalize=True) == snapshot(clean_url, normalize=True)
 
 
+def test_a_stage_spilled_to_parquet_loads_what_one_held_in_memory_loads(sandbox, tmp_path, monkeypatch):
+    """DuckDB: past `Stage.MEMORY_ROWS` staged rows a load's stage goes to a Parquet file beside the
+    warehouse. The warehouse it leaves is the one an in-memory stage leaves, and the file is gone after
+    the load, committed or rolled back."""
+    from assets.loading.warehouse import Stage
+
+    keys = day_keys(sandbox.ground_truth())
+    contract = load_contract("marketing_leads")
+    source = SqlSource(sandbox.marketing_url, "marketing_leads", "marketing_automation")
+
+    def load_all(url, memory_rows):
+        monkeypatch.setattr(Stage, "MEMORY_ROWS", memory_rows)
+        for key in keys:
+            load_partition(Warehouse(url), source, contract, partition_key=key, window=daily_window(key),
+                           run_id=f"run-{key}", chunk_rows=7)
+
+    held_url, spilled_url = f"duckdb:///{tmp_path / 'held.duckdb'}", f"duckdb:///{tmp_path / 'spilled.duckdb'}"
+    load_all(held_url, 10**9)
+    load_all(spilled_url, 5)
+    assert not (tmp_path / ".held.duckdb.scratch").exists()  # never spilled
+    scratch = tmp_path / ".spilled.duckdb.scratch"
+    assert scratch.is_dir() and list(scratch.iterdir()) == []  # spilled, and every file removed
+    held, spilled = snapshot(held_url), snapshot(spilled_url)
+    assert held["raw.marketing_leads"] and held["meshline.dead_letters"]
+    assert snapshot(held_url, normalize=True) == snapshot(spilled_url, normalize=True)
+    with pytest.raises(Boom):
+        load_partition(Warehouse(spilled_url), source, contract, partition_key=keys[0],
+                       window=daily_window(keys[0]), run_id="crash", full_refresh=True, chunk_rows=7,
+                       before_commit=_boom)
+    assert list(scratch.iterdir()) == [] and snapshot(spilled_url) == spilled
+
+
 def _write_source(path, rows):
     cols = ["row_id", "lead_id", "email", "first_name", "last_name", "company", "campaign", "mql_at", "updated_at"]
     with duckdb.connect(str(path)) as con:
