@@ -86,9 +86,10 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         # A compensating run (the backfill sensor's, `meshline dlq replay`'s) re-extracts the whole window
         # whatever the watermark says: late rows load, fixed records replace their dead letters.
         compensate = context.run.tags.get(COMPENSATE_TAG) == "true"
-        try:
-            from assets.loading.loader import load_partition  # pyarrow, only when a load runs
+        # pyarrow comes with the loader: imported when a load runs, not when the definitions load
+        from assets.loading.loader import load_partition
 
+        try:
             r = load_partition(
                 wh, source, contract, partition_key=context.partition_key,
                 window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
