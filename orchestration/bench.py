@@ -83,7 +83,7 @@ def load_once(target_url: str, source_url: str, phase: str) -> dict:
     return {
         "target": "duckdb" if target_url.startswith("duckdb") else "postgres", "phase": phase,
         "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
-        "rows_dead_lettered": r.rows_dead_lettered, "seconds": round(r.seconds, 2),
+        "rows_dead_lettered": r.rows_dead_lettered, "seconds": round(r.seconds, 3),
         "rows_per_s": round(r.rows_read / r.seconds) if r.seconds else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }

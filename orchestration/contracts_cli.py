@@ -156,14 +156,13 @@ def cmd_compile(reg: Registry, args) -> int:
 
 def publish(reg: Registry, warehouse_url: str) -> int:
     """Write every version of every contract (pinned or not) to meshline.contracts. Returns rows written."""
-    from assets.loading.ddl import META_DDL, upsert_contract
+    from assets.loading.ddl import ensure_meta, upsert_contract
     from assets.loading.warehouse import Warehouse
 
     pins = reg.pins()
     contracts = reg.all_versions()
     with Warehouse(warehouse_url).transaction() as tx:
-        for stmt in META_DDL:
-            tx.execute(stmt)
+        ensure_meta(tx)
         for c in contracts:
             upsert_contract(tx, c, pinned=pins.get(c.name, reg.pinned(c.name)) == c.version)
     return len(contracts)

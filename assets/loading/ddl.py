@@ -168,35 +168,53 @@ def _contract_row(c: Contract) -> tuple:
             ",".join(c.pii_columns), json.dumps(cols, sort_keys=True))
 
 
+def upsert_row(tx: Tx, table: str, row: dict, key: tuple[str, ...]) -> None:
+    """Update the row with `row`'s key, or insert it when there is none. The UPDATE comes first: DuckDB's
+    INSERT ... ON CONFLICT DO UPDATE costs about four times as much, and a load rewrites rows that exist
+    (its watermark, its contract's last load); the upsert settles a key another writer inserted since."""
+    sets = [c for c in row if c not in key]
+    where = " AND ".join(f"{ident(k)} = ?" for k in key)
+    if tx.execute_count(f"UPDATE {table} SET {', '.join(f'{ident(c)} = ?' for c in sets)} WHERE {where}",
+                        (*(row[c] for c in sets), *(row[k] for k in key))):
+        return
+    tx.execute(f"INSERT INTO {table} ({', '.join(ident(c) for c in row)}) VALUES ({', '.join('?' * len(row))})"
+               f" ON CONFLICT ({', '.join(ident(k) for k in key)}) DO UPDATE SET"
+               f" {', '.join(f'{ident(c)} = excluded.{ident(c)}' for c in sets)}", tuple(row.values()))
+
+
 def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, loaded_at=None) -> None:
     """Write one contract version's row; `pinned` and `last_loaded_at` are only set when given."""
-    extra_cols, extra_vals = [], []
+    row = dict(zip(_CONTRACT_COLS, _contract_row(contract), strict=True))
     if pinned is not None:
-        extra_cols.append("pinned")
-        extra_vals.append(pinned)
+        row["pinned"] = pinned
     if loaded_at is not None:
-        extra_cols.append("last_loaded_at")
-        extra_vals.append(loaded_at)
-    cols = list(_CONTRACT_COLS) + extra_cols
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("contract", "version"))
-    tx.execute(f"INSERT INTO {META_SCHEMA}.contracts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-               f" ON CONFLICT (contract, version) DO UPDATE SET {updates}",
-               (*_contract_row(contract), *extra_vals))
+        row["last_loaded_at"] = loaded_at
+    upsert_row(tx, f"{META_SCHEMA}.contracts", row, ("contract", "version"))
 
 
 def raw_table(contract: Contract) -> str:
     return f"{RAW_SCHEMA}.{ident(contract.name)}"
 
 
-def ensure_meta(tx: Tx) -> None:
-    """Meshline's bookkeeping tables, created or brought up to date (idempotent)."""
-    for stmt in META_DDL:
-        tx.execute(stmt)
+# Which DDL a warehouse has had applied, by fingerprint of the statements: a load checks it with two
+# catalog reads instead of running some thirty idempotent statements (CREATE ... IF NOT EXISTS, ALTER ...
+# ADD COLUMN IF NOT EXISTS) each time. Any change to the DDL, or any of the tables gone, runs them again.
+_APPLIED = "ddl_applied"
 
 
-def ensure_tables(tx: Tx, contract: Contract) -> None:
-    ensure_meta(tx)
-    tx.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
+def _fingerprint(stmts: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n;\n".join(stmts).encode()).hexdigest()[:32]
+
+
+def _meta_tables() -> list[str]:
+    import re
+
+    return re.findall(rf"CREATE TABLE IF NOT EXISTS {META_SCHEMA}\.(\w+)", "\n".join(META_DDL))
+
+
+def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     cols = [f"{ident(c.name)} {SQL_TYPES[c.type]}" for c in contract.columns]
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
     if tx.dialect == "postgres":
@@ -205,7 +223,62 @@ def ensure_tables(tx: Tx, contract: Contract) -> None:
     # slower, a re-run's commit and checkpoint 3×), and the merge keeps one row per key by construction
     # (the winners are unique per key; the versions they replace are deleted first; DuckDB's file lock
     # makes each load the only writer). The invariant tests and dbt's unique tests check it.
-    tx.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})")
+    stmts = [f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}",
+             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})"]
     # A newer contract version may list more columns (schema drift opted into): add them, nullable.
-    for c in contract.columns:
-        tx.execute(f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}")
+    stmts += [f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
+              for c in contract.columns]
+    return stmts
+
+
+def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
+    """Fingerprints of the DDL applied so far, by object ('meta', or a raw table's name); empty when the
+    record or any table it speaks for is missing."""
+    want = {(META_SCHEMA, t) for t in [*_meta_tables(), _APPLIED]} | ({raw} if raw else set())
+    catalog = ("(SELECT schema_name AS table_schema, table_name FROM duckdb_tables()) t" if tx.dialect == "duckdb"
+               else "information_schema.tables")  # DuckDB's information_schema costs 1-5 ms a query
+    present = {tuple(r) for r in tx.query(
+        f"SELECT table_schema, table_name FROM {catalog}"
+        f" WHERE table_schema IN (?, ?) AND table_name IN ({', '.join('?' * len(want))})",
+        (META_SCHEMA, RAW_SCHEMA, *sorted({t for _, t in want})))}
+    if not want <= present:
+        return {}
+    return dict(tx.query(f"SELECT object, fingerprint FROM {META_SCHEMA}.{_APPLIED}"))
+
+
+def _record(tx: Tx, obj: str, fingerprint: str) -> None:
+    tx.execute(f"DELETE FROM {META_SCHEMA}.{_APPLIED} WHERE object = ?", (obj,))
+    tx.execute(f"INSERT INTO {META_SCHEMA}.{_APPLIED} (object, fingerprint, applied_at) VALUES (?, ?, ?)",
+               (obj, fingerprint, _utcnow()))
+
+
+def _utcnow():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _apply_meta(tx: Tx) -> None:
+    for stmt in META_DDL:
+        tx.execute(stmt)
+    tx.execute(f"CREATE TABLE IF NOT EXISTS {META_SCHEMA}.{_APPLIED} (object TEXT PRIMARY KEY,"
+               " fingerprint TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    _record(tx, "meta", _fingerprint(META_DDL))
+
+
+def ensure_meta(tx: Tx) -> None:
+    """Meshline's bookkeeping tables, created or brought up to date (idempotent)."""
+    if _applied(tx, None).get("meta") != _fingerprint(META_DDL):
+        _apply_meta(tx)
+
+
+def ensure_tables(tx: Tx, contract: Contract) -> None:
+    """The bookkeeping tables and the contract's raw table, created or brought up to date (idempotent)."""
+    raw = _raw_ddl(tx, contract)
+    applied = _applied(tx, (RAW_SCHEMA, contract.name))
+    if applied.get("meta") != _fingerprint(META_DDL):
+        _apply_meta(tx)
+    if applied.get(raw_table(contract)) != _fingerprint(raw):
+        for stmt in raw:
+            tx.execute(stmt)
+        _record(tx, raw_table(contract), _fingerprint(raw))

@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table, upsert_contract
+from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table, upsert_contract, upsert_row
 from assets.loading.redaction import json_safe, redact_value, redaction_key
 from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
@@ -296,6 +296,7 @@ def load_partition(
     `before_commit` runs inside the transaction after every write and before COMMIT (tests inject
     crashes there). `progress` receives human-readable progress lines (no row values).
     """
+    t0 = time.perf_counter()
     asset = contract.name
     say = progress or log.info
     use_releasing_memory_pool()
@@ -308,7 +309,6 @@ def load_partition(
         say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
             f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
             "version lists them")
-    t0 = time.perf_counter()
     key = redaction_key()
     raw_t = raw_table(contract)
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
@@ -372,8 +372,6 @@ def load_partition(
             result.reason_counts["malformed_record"] += len(broken)
 
         # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
-        # re-run (equal tokens) and a late, older version (smaller token) both change nothing.
-        # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
         # re-run (equal tokens) and a late, older version (smaller token) both change nothing. The
         # winners are picked on a narrow projection (key, token, tiebreak, row number), then the stored
         # versions they replace are deleted and the winning rows inserted with provenance: cheaper in
@@ -417,11 +415,8 @@ def load_partition(
         wm_to = advance(wm_from, max_token)
         result.watermark_to = wm_to
         if wm_to is not None and wm_to != wm_from:
-            tx.execute(
-                f"INSERT INTO {META_SCHEMA}.watermarks (asset, partition_key, watermark, run_id, updated_at)"
-                f" VALUES (?, ?, ?, ?, ?) ON CONFLICT (asset, partition_key) DO UPDATE SET"
-                f" watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at",
-                (asset, partition_key, wm_to, run_id, _now()))
+            upsert_row(tx, f"{META_SCHEMA}.watermarks", {"asset": asset, "partition_key": partition_key,
+                       "watermark": wm_to, "run_id": run_id, "updated_at": _now()}, ("asset", "partition_key"))
         result.finished_at = _now()
         upsert_contract(tx, contract, loaded_at=result.finished_at)
         if not result.conserved:  # a bug, never a data condition: refuse to commit

@@ -46,6 +46,7 @@ class SqlSource(Source):
         self.table = table
         self.system = system
         self.query = query
+        self._spare = None  # a Postgres connection the preflight opened, for the extract to use
         if query is not None:
             q = query.strip().rstrip(";")
             if "?" in q:
@@ -97,7 +98,11 @@ class SqlSource(Source):
             if self.dialect == "postgres":
                 with conn.cursor() as cur:
                     cur.execute(sql)
-                    return [d[0] for d in cur.description]
+                    names = [d[0] for d in cur.description]
+                conn.rollback()
+                # The extract that follows a preflight reads over this connection (one connect per load).
+                self._spare, conn = conn, None
+                return names
             import sqlalchemy as sa
 
             return list(conn.execute(sa.text(sql)).keys())
@@ -106,7 +111,8 @@ class SqlSource(Source):
             raise SourceError(f"{where} is reachable but {what} cannot be read: "
                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
@@ -134,7 +140,9 @@ class SqlSource(Source):
         exist as Python objects, and memory stays at a few chunks whatever the table's size."""
         import psycopg2
 
-        conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn)
+        conn, self._spare = self._spare, None
+        if conn is None or conn.closed:
+            conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn)
         cur = conn.cursor()
         copy_sql = cur.mogrify(f"COPY ({sql.replace('%', '%%').replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)",
                                params).decode()
