@@ -16,8 +16,22 @@ def dbt_project(project_dir, target: str) -> DbtProject:
     The manifest is built on first use (`dbt parse`) and by `dagster dev` on every reload."""
     project = DbtProject(project_dir=project_dir, target=target, target_path=f"target/{target}")
     if _stale(project) or project.preparer.using_dagster_dev():
-        dbt_cli(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        _parse(project)
     return project
+
+
+def _parse(project: DbtProject) -> None:
+    """`dbt parse` under a file lock: processes that start together (a webserver and a daemon, run
+    workers, parallel test workers) would otherwise write the same manifest at once. Whoever waited on
+    the lock finds the manifest fresh and does not parse again."""
+    import fcntl
+
+    target = Path(project.project_dir) / project.target_path
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _stale(project) or project.preparer.using_dagster_dev():
+            dbt_cli(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
 
 
 def _stale(project: DbtProject) -> bool:
