@@ -247,9 +247,9 @@ def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
 
 
 def _record(tx: Tx, obj: str, fingerprint: str) -> None:
-    tx.execute(f"DELETE FROM {META_SCHEMA}.{_APPLIED} WHERE object = ?", (obj,))
-    tx.execute(f"INSERT INTO {META_SCHEMA}.{_APPLIED} (object, fingerprint, applied_at) VALUES (?, ?, ?)",
-               (obj, fingerprint, _utcnow()))
+    # an upsert: two first loads at once on Postgres (different assets) both record 'meta'
+    upsert_row(tx, f"{META_SCHEMA}.{_APPLIED}", {"object": obj, "fingerprint": fingerprint,
+                                                 "applied_at": _utcnow()}, ("object",))
 
 
 def _utcnow():
