@@ -1,0 +1,98 @@
+"""What a load leaves for the next one: on DuckDB, raw row groups filled one after another (a part-filled
+row group inside the table makes a later small delete rewrite its neighbours at checkpoint); on
+Postgres, statistics on a raw table the load grew by a fifth or more, and the merge planned at the
+load's own random_page_cost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from assets.loading import Warehouse, load_partition
+from assets.loading import loader as loader_mod
+from assets.loading.warehouse import Tx
+from assets.loading.watermark import Window
+from assets.sources import SqlSource
+from expectations import load_contract
+
+EVERYTHING = Window(datetime(1970, 1, 1), datetime(2100, 1, 1))
+ROW_GROUP = 122_880
+
+
+def _source(path, rows: int, first_id: int = 0, day: str = "2026-03-10") -> None:
+    """`rows` marketing leads, valid under the contract, updated across one day."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS marketing_leads (row_id BIGINT, lead_id BIGINT, email TEXT,"
+                    " first_name TEXT, last_name TEXT, company TEXT, campaign TEXT, mql_at TIMESTAMP,"
+                    " updated_at TIMESTAMP)")
+        con.execute(
+            "INSERT INTO marketing_leads SELECT i, i, 'lead' || i || '@example.com', 'Ada', 'Lovelace',"
+            " 'Acme ' || (i % 97), 'spring', ?::TIMESTAMP, ?::TIMESTAMP + to_milliseconds(i % 86400000)"
+            f" FROM range({first_id}, {first_id + rows}) t(i)", [day, day])
+
+
+def _load(url, src_path, run_id: str):
+    return load_partition(Warehouse(url), SqlSource(f"duckdb:///{src_path}", "marketing_leads",
+                                                    "marketing_automation"),
+                          load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
+                          run_id=run_id)
+
+
+def test_duckdb_raw_row_groups_are_filled_one_after_another(tmp_path):
+    # big enough for a parallel append to leave a part-filled row group inside (seen from 700k rows on)
+    src, wh = tmp_path / "src.duckdb", tmp_path / "wh.duckdb"
+    _source(src, 6 * ROW_GROUP + 50_000)
+    r = _load(f"duckdb:///{wh}", src, "full")
+    assert r.rows_loaded == 6 * ROW_GROUP + 50_000
+    with duckdb.connect(str(wh), read_only=True) as con:
+        sizes = [n for _, n in con.execute(
+            "SELECT row_group_id, sum(count) FROM pragma_storage_info('raw.marketing_leads')"
+            " WHERE column_id = 0 AND segment_type <> 'VALIDITY' GROUP BY 1 ORDER BY 1").fetchall()]
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    assert sizes == [ROW_GROUP] * 6 + [50_000]
+    assert threads > 1  # the load's one-thread append did not outlive its statement
+
+
+@pytest.mark.postgres
+def test_postgres_raw_statistics_follow_a_load_that_grew_the_table_by_a_fifth(pg_url, tmp_path, monkeypatch):
+    src = tmp_path / "src.duckdb"
+    _source(src, 5_000)
+    statements: list[str] = []
+    orig = Tx.execute
+
+    def spy(self, sql, params=()):
+        statements.append(sql)
+        return orig(self, sql, params)
+
+    monkeypatch.setattr(Tx, "execute", spy)
+
+    def reltuples() -> float:
+        with Warehouse(pg_url).session() as s:
+            return s.scalar("SELECT reltuples FROM pg_class WHERE oid = 'raw.marketing_leads'::regclass")
+
+    _load(pg_url, src, "first")
+    assert reltuples() == 5_000 and "ANALYZE raw.marketing_leads" in statements
+    assert "SET LOCAL random_page_cost = 1.1" in statements
+    with Warehouse(pg_url).session() as s:  # SET LOCAL: the server's setting outside the load
+        assert s.scalar("SHOW random_page_cost") == "4"
+
+    statements.clear()
+    _source(src, 500, first_id=5_000, day="2026-03-11")  # 10% more: statistics left alone
+    assert _load(pg_url, src, "second").rows_loaded == 500
+    assert reltuples() == 5_000 and "ANALYZE raw.marketing_leads" not in statements
+
+    _source(src, 1_500, first_id=5_500, day="2026-03-12")  # 27% more: analysed again
+    assert _load(pg_url, src, "third").rows_loaded == 1_500
+    assert reltuples() == 7_000
+
+
+@pytest.mark.postgres
+def test_a_page_cost_that_is_not_a_number_is_refused_before_anything_is_written(pg_url, tmp_path, monkeypatch):
+    src = tmp_path / "src.duckdb"
+    _source(src, 10)
+    monkeypatch.setattr(loader_mod, "PG_RANDOM_PAGE_COST", "cheap")
+    with pytest.raises(ValueError, match="MESHLINE_PG_RANDOM_PAGE_COST must be a number"):
+        _load(pg_url, src, "bad")
+    assert not Warehouse(pg_url).table_exists("raw", "marketing_leads")
