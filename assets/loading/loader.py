@@ -415,20 +415,12 @@ def load_partition(
             tx.execute("ANALYZE _ml_win")
         tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
         all_cols = cols + list(PROVENANCE)
-        if tx.dialect == "duckdb":
-            # One thread appends, so row groups fill one after another. A parallel insert leaves part-filled
-            # row groups inside the table (seen: 1,183 rows between full ones), and the first later delete
-            # beside one makes DuckDB's checkpoint merge the row groups around it and rewrite them: a 1%
-            # re-run took 0.33 s instead of 0.12. The cost: about 0.3 s on a million-row load.
-            tx.execute("SET threads = 1")
         tx.execute(
             f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
             f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
             f" WHERE _row_no IN (SELECT _row_no FROM _ml_win)",
             (contract.source_system, run_id, contract.version, result.started_at))
-        if tx.dialect == "duckdb":
-            tx.execute("RESET threads")
-        elif result.rows_loaded:
+        if tx.dialect == "postgres" and result.rows_loaded:
             _analyze_if_grown(tx, raw_t, result.rows_loaded)
         valid = result.rows_read - result.rows_dead_lettered - result.rows_held
         result.rows_superseded = valid - result.rows_loaded
