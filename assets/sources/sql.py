@@ -101,6 +101,8 @@ class SqlSource(Source):
                     names = [d[0] for d in cur.description]
                 conn.rollback()
                 # The extract that follows a preflight reads over this connection (one connect per load).
+                if self._spare is not None:
+                    self._spare.close()
                 self._spare, conn = conn, None
                 return names
             import sqlalchemy as sa
