@@ -214,6 +214,10 @@ def _meta_tables() -> list[str]:
     return re.findall(rf"CREATE TABLE IF NOT EXISTS {META_SCHEMA}\.(\w+)", "\n".join(META_DDL))
 
 
+META_TABLES = _meta_tables()  # META_DDL is complete above
+META_FINGERPRINT = _fingerprint(META_DDL)
+
+
 def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     cols = [f"{ident(c.name)} {SQL_TYPES[c.type]}" for c in contract.columns]
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
@@ -234,7 +238,7 @@ def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
 def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
     """Fingerprints of the DDL applied so far, by object ('meta', or a raw table's name); empty when the
     record or any table it speaks for is missing."""
-    want = {(META_SCHEMA, t) for t in [*_meta_tables(), _APPLIED]} | ({raw} if raw else set())
+    want = {(META_SCHEMA, t) for t in [*META_TABLES, _APPLIED]} | ({raw} if raw else set())
     catalog = ("(SELECT schema_name AS table_schema, table_name FROM duckdb_tables()) t" if tx.dialect == "duckdb"
                else "information_schema.tables")  # DuckDB's information_schema costs 1-5 ms a query
     present = {tuple(r) for r in tx.query(
@@ -263,12 +267,12 @@ def _apply_meta(tx: Tx) -> None:
         tx.execute(stmt)
     tx.execute(f"CREATE TABLE IF NOT EXISTS {META_SCHEMA}.{_APPLIED} (object TEXT PRIMARY KEY,"
                " fingerprint TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)")
-    _record(tx, "meta", _fingerprint(META_DDL))
+    _record(tx, "meta", META_FINGERPRINT)
 
 
 def ensure_meta(tx: Tx) -> None:
     """Meshline's bookkeeping tables, created or brought up to date (idempotent)."""
-    if _applied(tx, None).get("meta") != _fingerprint(META_DDL):
+    if _applied(tx, None).get("meta") != META_FINGERPRINT:
         _apply_meta(tx)
 
 
@@ -276,7 +280,7 @@ def ensure_tables(tx: Tx, contract: Contract) -> None:
     """The bookkeeping tables and the contract's raw table, created or brought up to date (idempotent)."""
     raw = _raw_ddl(tx, contract)
     applied = _applied(tx, (RAW_SCHEMA, contract.name))
-    if applied.get("meta") != _fingerprint(META_DDL):
+    if applied.get("meta") != META_FINGERPRINT:
         _apply_meta(tx)
     if applied.get(raw_table(contract)) != _fingerprint(raw):
         for stmt in raw:
