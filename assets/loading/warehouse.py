@@ -28,7 +28,7 @@ SQL_TYPES = {
     "boolean": "BOOLEAN",
 }
 
-DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "192MB")
+DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "128MB")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
