@@ -214,6 +214,11 @@ def _with_password(url: str) -> str:
     return urlunsplit(parts)
 
 
+def _remove_duckdb(path: Path) -> None:
+    for f in (path, Path(str(path) + ".wal")):
+        f.unlink(missing_ok=True)
+
+
 def _copy(target: str, url: str, work: Path, name: str) -> str:
     """A copy of the warehouse as the full load left it (a file copy for DuckDB, CREATE DATABASE ...
     TEMPLATE for Postgres); its URL."""
@@ -221,8 +226,7 @@ def _copy(target: str, url: str, work: Path, name: str) -> str:
 
     if target == "duckdb":
         copy = work / f"bench_warehouse_{name}.duckdb"
-        for f in (copy, Path(str(copy) + ".wal")):
-            f.unlink(missing_ok=True)
+        _remove_duckdb(copy)
         shutil.copyfile(Path(url[len("duckdb:///"):]), copy)
         return f"duckdb:///{copy}"
     db = f"meshline_bench_wh_{name}"
@@ -235,7 +239,7 @@ def _copy(target: str, url: str, work: Path, name: str) -> str:
 
 def _drop(copy_url: str) -> None:
     if copy_url.startswith("duckdb:///"):
-        Path(copy_url[len("duckdb:///"):]).unlink(missing_ok=True)
+        _remove_duckdb(Path(copy_url[len("duckdb:///"):]))
     else:
         _admin(f"DROP DATABASE IF EXISTS {copy_url.rsplit('/', 1)[1]} WITH (FORCE)")
 
@@ -307,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.targets.split(","):
         if t == "duckdb":
             path = work / "bench_warehouse.duckdb"
-            for f in (path, Path(str(path) + ".wal")):
-                f.unlink(missing_ok=True)
+            _remove_duckdb(path)
             targets[t] = f"duckdb:///{path}"
         elif t == "postgres":
             targets[t] = _recreate_db("meshline_bench_wh")
@@ -357,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(gen), _libpq(small_src), str(tenth)], check=True,
                            stdout=sys.stderr)
             small_wh = work / "bench_warehouse_tenth.duckdb"
-            for f in (small_wh, Path(str(small_wh) + ".wal")):
-                f.unlink(missing_ok=True)
+            _remove_duckdb(small_wh)
             small = _child(f"duckdb:///{small_wh}", small_src, "full_tenth")
             _admin("DROP DATABASE IF EXISTS meshline_bench_src_tenth WITH (FORCE)")
             big = next(r for r in results if r["target"] == "duckdb" and r["phase"] == "full")

@@ -253,10 +253,11 @@ def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
 def _record(tx: Tx, obj: str, fingerprint: str) -> None:
     # an upsert: two first loads at once on Postgres (different assets) both record 'meta'
     upsert_row(tx, f"{META_SCHEMA}.{_APPLIED}", {"object": obj, "fingerprint": fingerprint,
-                                                 "applied_at": _utcnow()}, ("object",))
+                                                 "applied_at": utcnow()}, ("object",))
 
 
-def _utcnow():
+def utcnow():
+    """Now, in UTC, naive: how every Meshline timestamp is stored."""
     from datetime import UTC, datetime
 
     return datetime.now(UTC).replace(tzinfo=None)
@@ -279,10 +280,11 @@ def ensure_meta(tx: Tx) -> None:
 def ensure_tables(tx: Tx, contract: Contract) -> None:
     """The bookkeeping tables and the contract's raw table, created or brought up to date (idempotent)."""
     raw = _raw_ddl(tx, contract)
+    raw_fingerprint = _fingerprint(raw)
     applied = _applied(tx, (RAW_SCHEMA, contract.name))
     if applied.get("meta") != META_FINGERPRINT:
         _apply_meta(tx)
-    if applied.get(raw_table(contract)) != _fingerprint(raw):
+    if applied.get(raw_table(contract)) != raw_fingerprint:
         for stmt in raw:
             tx.execute(stmt)
-        _record(tx, raw_table(contract), _fingerprint(raw))
+        _record(tx, raw_table(contract), raw_fingerprint)

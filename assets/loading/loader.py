@@ -31,13 +31,21 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.loading.ddl import META_SCHEMA, PROVENANCE, ensure_tables, raw_table, upsert_contract, upsert_row
+from assets.loading.ddl import (
+    META_SCHEMA,
+    PROVENANCE,
+    ensure_tables,
+    raw_table,
+    upsert_contract,
+    upsert_row,
+    utcnow,
+)
 from assets.loading.redaction import json_safe, redact_value, redaction_key
 from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
@@ -109,10 +117,6 @@ def use_releasing_memory_pool() -> None:
     except NotImplementedError:  # an Arrow build without jemalloc
         return
     pa.set_memory_pool(pool)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _stage_ddl(contract: Contract) -> str:
@@ -329,7 +333,7 @@ def load_partition(
 
     result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
                         partition_key=partition_key, contract_version=contract.version,
-                        started_at=_now(), unknown_columns=unknown, missing_optional=missing_optional)
+                        started_at=utcnow(), unknown_columns=unknown, missing_optional=missing_optional)
     if unknown:
         say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
             f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
@@ -450,8 +454,8 @@ def load_partition(
         result.watermark_to = wm_to
         if wm_to is not None and wm_to != wm_from:
             upsert_row(tx, f"{META_SCHEMA}.watermarks", {"asset": asset, "partition_key": partition_key,
-                       "watermark": wm_to, "run_id": run_id, "updated_at": _now()}, ("asset", "partition_key"))
-        result.finished_at = _now()
+                       "watermark": wm_to, "run_id": run_id, "updated_at": utcnow()}, ("asset", "partition_key"))
+        result.finished_at = utcnow()
         upsert_contract(tx, contract, loaded_at=result.finished_at)
         if not result.conserved:  # a bug, never a data condition: refuse to commit
             raise LoadError(f"conservation broken for {asset} {partition_key}: read {result.rows_read} != "

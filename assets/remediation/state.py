@@ -19,9 +19,9 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from assets.loading.ddl import META_SCHEMA
+from assets.loading.ddl import META_SCHEMA, utcnow
 
 DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}",
@@ -117,8 +117,7 @@ SEVERITY = {"critical": "P1", "standard": "P2"}
 GENESIS = "0" * 64
 
 
-def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+now = utcnow  # the loader's clock: one definition of how timestamps are stored
 
 
 def ensure(tx) -> None:
