@@ -6,9 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
-from expectations.contract import CONTRACTS_DIR, Contract, parse_contract_file
+from expectations.contract import CONTRACTS_DIR, Contract, parse_contract_file, parse_yaml
 from expectations.reasons import ContractError
 
 PINS = "pins.yml"
@@ -47,7 +45,7 @@ class Registry:
         path = self.root / PINS
         if not path.exists():
             return {}
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text())[1] or {}
         if not isinstance(data, dict):
             raise ContractError(f"{path}: expected a mapping of contract name to version")
         pins = {str(k): str(v) for k, v in data.items()}

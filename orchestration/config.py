@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from expectations.contract import parse_yaml
 from expectations.reasons import MeshlineError
 
 
@@ -68,7 +69,7 @@ class Config:
         return [b for b in self.boundaries.values() if b.flow == flow]
 
 
-def _lines(text: str) -> dict[tuple, int]:
+def _lines(node: yaml.Node | None) -> dict[tuple, int]:
     out: dict[tuple, int] = {}
 
     def walk(node, where):
@@ -77,7 +78,7 @@ def _lines(text: str) -> dict[tuple, int]:
                 out[where + (k.value,)] = k.start_mark.line + 1
                 walk(v, where + (k.value,))
 
-    walk(yaml.compose(text), ())
+    walk(node, ())
     return out
 
 
@@ -87,7 +88,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: no such configuration file")
     text = path.read_text()
     try:
-        lines, data = _lines(text), yaml.safe_load(text)
+        node, data = parse_yaml(text)
+        lines = _lines(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
