@@ -137,10 +137,10 @@ def run_request(request: dict) -> dict:
     their checks for its partition. What a run worker launched by the daemon does."""
     import dagster as dg
 
-    from orchestration.definitions import build_defs
+    from orchestration.definitions import defs as code_location
 
     t0 = time.perf_counter()
-    defs = build_defs()
+    defs = code_location()
     loaded = time.perf_counter() - t0
     keys = [dg.AssetKey.from_user_string(k) for k in request["assets"]]
     job = dg.define_asset_job("nightly_request", selection=dg.AssetSelection.assets(*keys))

@@ -132,3 +132,21 @@ def test_the_shipped_instance_configs_are_valid(tmp_path):
     home = Settings(home=tmp_path, warehouse_url=f"duckdb:///{tmp_path / 'w.duckdb'}").ensure_local_dagster_home()
     local, _ = dagster_instance_config(str(home), "dagster.yaml")
     assert local["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_code_location_freezes_what_it_built(home, warehouse_url):
+    """`defs` (what Dagster loads in every code server and run worker) moves the definitions out of the
+    collector's reach, and its jobs still resolve afterwards (the year bench runs them so). In a child
+    process: a freeze is for the life of a process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gc; from orchestration.definitions import defs; assert gc.get_freeze_count() == 0; "
+            "d = defs(); frozen = gc.get_freeze_count(); "
+            "print(frozen, d.resolve_job_def('synthetic_job') is not None)")
+    env = {**os.environ, "MESHLINE_HOME": str(home), "MESHLINE_WAREHOUSE_URL": warehouse_url}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    frozen, resolved = out.stdout.split()
+    assert int(frozen) > 100_000, frozen
+    assert resolved == "True"
