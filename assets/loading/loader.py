@@ -239,12 +239,14 @@ def _held(typed: pa.Table, contract: Contract, unknown: tuple[str, ...], *, flow
 
 
 def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
-    """Insert rows whose `key` is not there yet (re-runs write nothing twice)."""
+    """Insert rows whose `key` is not there yet, once per key (re-runs write nothing twice)."""
     names = ", ".join(ident(n) for n in rows.column_names)
-    if tx.dialect == "duckdb":  # DuckDB scans the Arrow table in place
+    if tx.dialect == "duckdb":  # DuckDB scans the Arrow table in place; the table may have no key index
         tx.conn.register("_ml_new_rows", rows)
         try:
-            tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new_rows ON CONFLICT ({key}) DO NOTHING")
+            tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new_rows n"
+                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = n.{key})"
+                       f" QUALIFY row_number() OVER (PARTITION BY n.{key}) = 1")
         finally:
             tx.conn.unregister("_ml_new_rows")
         return

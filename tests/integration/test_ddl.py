@@ -113,3 +113,36 @@ def test_a_postgres_source_extracts_over_its_preflight_connection(pg_url, monkey
     assert sum(c.num_rows for c in src.extract(["id"], "updated_at", datetime(2026, 3, 10), True,
                                                datetime(2026, 3, 11), 1000)) == 2
     assert len(connects) == 2
+
+
+def test_dead_letters_are_written_once_per_id_with_or_without_a_key_index(warehouse_url):
+    """DuckDB keeps dead letters without a PRIMARY KEY (its index is read and rewritten whole by every
+    load); ids stay unique because the loader skips those already there, and repeats within a batch."""
+    import pyarrow as pa
+
+    from assets.loading.loader import _insert_new
+
+    wh = Warehouse(warehouse_url)
+    with wh.transaction() as tx:
+        ensure_meta(tx)
+        keyed = tx.scalar("SELECT count(*) FROM information_schema.table_constraints WHERE table_schema = ?"
+                          " AND table_name = ? AND constraint_type = 'PRIMARY KEY'", ("meshline", "dead_letters"))
+    assert keyed == (0 if wh.dialect == "duckdb" else 1)
+
+    def batch(*ids: str) -> pa.Table:
+        n = len(ids)
+        at = pa.array([datetime(2026, 11, 28)] * n, pa.timestamp("us"))
+        cols = {"dead_letter_id": pa.array(ids)}
+        for c in ("flow", "asset", "partition_key", "contract", "contract_version", "reason_code", "reasons",
+                  "source_system", "source_table", "locator", "payload", "run_id", "status"):
+            cols[c] = pa.array([f"{c}-x"] * n)
+        cols["first_seen_at"] = at
+        return pa.table(cols)
+
+    with wh.transaction() as tx:
+        _insert_new(tx, "meshline.dead_letters", "dead_letter_id", batch("a", "b", "a"))
+    with wh.transaction() as tx:  # a re-run finds them again, with one new
+        _insert_new(tx, "meshline.dead_letters", "dead_letter_id", batch("b", "c", "a"))
+    with wh.session() as s:
+        ids = sorted(r[0] for r in s.query("SELECT dead_letter_id FROM meshline.dead_letters"))
+    assert ids == ["a", "b", "c"]
