@@ -415,7 +415,12 @@ def load_partition(
         # time and memory than an upsert of the whole stage (DuckDB: 2.4× faster, a third less memory).
         _temp(tx, "_ml_win", f"{k} {SQL_TYPES[contract.column(contract.idempotency_key).type]}, _row_no BIGINT")
         if tx.dialect == "postgres":  # statistics first: without them the planner misjudges the stage's size
-            tx.execute("ANALYZE _ml_stage")
+            # Only the columns the merge joins and filters on: the size estimate comes with any ANALYZE,
+            # and sampling every text column cost a 1% re-run's stage 42 ms of its ~0.9 s.
+            planned = dict.fromkeys([k, tok, tiebreak, "_row_no"]
+                                    + ([ident(contract.locator)] if contract.locator in contract.column_names
+                                       else []))
+            tx.execute(f"ANALYZE _ml_stage ({', '.join(planned)})")
         result.rows_loaded = tx.execute_count(
             f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ("
             f" SELECT {k}, {tok}, _row_no{'' if tiebreak == '_row_no' else ', ' + tiebreak},"
