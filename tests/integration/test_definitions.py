@@ -135,20 +135,25 @@ def test_the_shipped_instance_configs_are_valid(tmp_path):
     assert local["concurrency"]["pools"]["default_limit"] == 1
 
 
-def test_code_location_freezes_what_it_built(home, warehouse_url):
-    """`defs` (what Dagster loads in every code server and run worker) moves the definitions out of the
-    collector's reach, and its jobs still resolve afterwards (the year bench runs them so). In a child
-    process: a freeze is for the life of a process."""
+def _code_location_in_a_child(home, warehouse_url, code: str) -> list[str]:
+    """Run `code` in a fresh Python over this test's home and warehouse; the words it printed."""
     import os
     import subprocess
     import sys
 
+    env = {**os.environ, "MESHLINE_HOME": str(home), "MESHLINE_WAREHOUSE_URL": warehouse_url}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True).stdout.split()
+
+
+def test_code_location_freezes_what_it_built(home, warehouse_url):
+    """`defs` (what Dagster loads in every code server and run worker) moves the definitions out of the
+    collector's reach, and its jobs still resolve afterwards (the year bench runs them so). In a child
+    process: a freeze is for the life of a process."""
     code = ("import gc; from orchestration.definitions import defs; assert gc.get_freeze_count() == 0; "
             "d = defs(); frozen = gc.get_freeze_count(); "
             "print(frozen, d.resolve_job_def('synthetic_job') is not None)")
-    env = {**os.environ, "MESHLINE_HOME": str(home), "MESHLINE_WAREHOUSE_URL": warehouse_url}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    frozen, resolved = out.stdout.split()
+    frozen, resolved = _code_location_in_a_child(home, warehouse_url, code)
     assert int(frozen) > 100_000, frozen
     assert resolved == "True"
 
@@ -157,10 +162,6 @@ def test_dbt_assets_read_off_the_manifest_are_the_ones_dbt_selects(home, warehou
     """The dbt assets are built with the default selection read off the manifest (`every_node_from_the_
     manifest`): the same assets, dependencies and checks as dagster-dbt's own selection with dbt's
     engine; and loading the code location then leaves dbt's selection engine (networkx) unimported."""
-    import os
-    import subprocess
-    import sys
-
     from assets.dbt import build_dbt_assets, dbt_project
     from orchestration.settings import DBT_PROJECT_DIR
 
@@ -177,6 +178,5 @@ def test_dbt_assets_read_off_the_manifest_are_the_ones_dbt_selects(home, warehou
 
     code = ("import sys; from orchestration.definitions import defs; d = defs(); "
             "print('networkx' in sys.modules, 'dbt.graph.selector' in sys.modules)")
-    env = {**os.environ, "MESHLINE_HOME": str(home), "MESHLINE_WAREHOUSE_URL": warehouse_url}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.split() == ["False", "False"], out.stdout
+    imported = _code_location_in_a_child(home, warehouse_url, code)
+    assert imported == ["False", "False"], imported
