@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,8 +50,8 @@ from assets.loading.ddl import (
     utcnow,
 )
 from assets.loading.redaction import json_safe, redact_value, redaction_key
-from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
-from assets.loading.watermark import Window, advance, extract_bounds
+from assets.loading.warehouse import SQL_TYPES, Opening, Tx, Warehouse, ident
+from assets.loading.watermark import ExtractBounds, Window, advance, extract_bounds
 from assets.sources.base import Source
 from expectations.contract import Contract
 from expectations.reasons import LoadError, SourceError, SourceSchemaError
@@ -238,15 +241,26 @@ def _held(typed: pa.Table, contract: Contract, unknown: tuple[str, ...], *, flow
     return pa.Table.from_pylist(list(out.values()))
 
 
+def _first_per_key(rows: pa.Table, key: str) -> pa.Table:
+    """The first row of each `key` (a load may dead-letter one record twice: the same row read twice)."""
+    keys = rows.column(key)
+    if pc.count_distinct(keys).as_py() == rows.num_rows:
+        return rows
+    first = (pa.table({"k": keys, "i": pa.array(np.arange(rows.num_rows))})
+             .group_by("k", use_threads=False).aggregate([("i", "min")]).column("i_min"))
+    return rows.take(pc.sort_indices(first))
+
+
 def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     """Insert rows whose `key` is not there yet, once per key (re-runs write nothing twice)."""
     names = ", ".join(ident(n) for n in rows.column_names)
     if tx.dialect == "duckdb":  # DuckDB scans the Arrow table in place; the table may have no key index
-        tx.conn.register("_ml_new_rows", rows)
+        # Duplicates within the batch are dropped here rather than by a window in the statement: on a
+        # re-run's hundred dead letters DuckDB's window operator cost 5 ms of the insert's 12.
+        tx.conn.register("_ml_new_rows", _first_per_key(rows, key))
         try:
             tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new_rows n"
-                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = n.{key})"
-                       f" QUALIFY row_number() OVER (PARTITION BY n.{key}) = 1")
+                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = n.{key})")
         finally:
             tx.conn.unregister("_ml_new_rows")
         return
@@ -308,6 +322,58 @@ def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
                      (asset, partition_key))
 
 
+@dataclass
+class _Early:
+    """The start of an extract read while the warehouse opens, on the bounds a remembered watermark gives."""
+
+    opening: Opening
+    hint: datetime
+    bounds: ExtractBounds
+    first: pa.Table | None
+    rest: Iterator[pa.Table]
+
+    def chunks(self) -> Iterator[pa.Table]:
+        return itertools.chain([] if self.first is None else [self.first], self.rest)
+
+    def close(self) -> None:
+        """Stop the extract (its connection closed) if it was not read to the end."""
+        self.rest.close()
+
+
+def _read_ahead(warehouse: Warehouse, source: Source, contract: Contract, read_cols: list[str],
+                partition_key: str, window: Window, lookback: timedelta, full_refresh: bool,
+                chunk_rows: int) -> _Early | None:
+    """A small re-run spends as long opening DuckDB (its catalog: ~45 ms in a fresh process) as reading
+    its change from the source. When the warehouse remembers the watermark this partition's last load
+    committed, the warehouse opens on another thread while the source is read (its first chunk) on the
+    bounds that watermark gives. The load keeps what was read only if the watermark it reads inside its
+    transaction gives the same bounds (`load_partition`); otherwise it reads again."""
+    if full_refresh or not source.uses_watermark or not source.prefetchable:
+        return None
+    hint = warehouse.watermark_hint(contract.name, partition_key)
+    if hint is None:
+        return None
+    bounds = extract_bounds(window, hint, lookback)
+    opening = warehouse.open_in_background()
+    try:
+        chunks = source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive, bounds.high,
+                                chunk_rows)
+        first = next(chunks, None)
+    except BaseException:
+        opening.discard()
+        raise
+    return _Early(opening, hint, bounds, first, chunks)
+
+
+@contextmanager
+def _closing(early: _Early | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if early:
+            early.close()
+
+
 def load_partition(
     warehouse: Warehouse,
     source: Source,
@@ -345,8 +411,10 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
+    early = _read_ahead(warehouse, source, contract, read_cols, partition_key, window, lookback, full_refresh,
+                        chunk_rows)
 
-    with warehouse.transaction() as tx:
+    with _closing(early), warehouse.transaction(early.opening.result() if early else None) as tx:
         if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
             # The merge probes the raw table's key index for each staged row; at Postgres's default cost
             # (4, a spinning disk's) the planner scans the whole table instead: a 1% re-run's DELETE took
@@ -364,8 +432,14 @@ def load_partition(
         row_no = 0
         dead_letters: list[pa.Table] = []
         holds: list[pa.Table] = []
-        for chunk in source.extract(read_cols, contract.change_token, bounds.low,
-                                    bounds.inclusive, bounds.high, chunk_rows):
+        if early and early.bounds == bounds:  # read on the right bounds while the warehouse opened
+            chunks = early.chunks()
+        else:
+            if early:  # the watermark moved since the hint was written: read again on the real bounds
+                early.close()
+            chunks = source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive, bounds.high,
+                                    chunk_rows)
+        for chunk in chunks:
             n = chunk.num_rows
             for col in missing_optional:
                 chunk = chunk.append_column(col, pa.nulls(n))
@@ -378,7 +452,7 @@ def load_partition(
                 result.rows_held += n
                 continue
             verdicts = evaluate(chunk, contract)
-            typed = verdicts.table.append_column("_row_no", pa.array(range(row_no, row_no + n), pa.int64()))
+            typed = verdicts.table.append_column("_row_no", pa.array(np.arange(row_no, row_no + n, dtype=np.int64)))
             row_no += n
             result.rows_read += n
             chunk_max = pc.max(typed.column(contract.change_token)).as_py()
@@ -478,5 +552,7 @@ def load_partition(
              result.started_at, result.finished_at))
         if before_commit is not None:
             before_commit(tx)
+    if result.watermark_to != (early.hint if early else None):
+        warehouse.remember_watermark(asset, partition_key, result.watermark_to)
     result.seconds = time.perf_counter() - t0
     return result
