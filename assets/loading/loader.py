@@ -55,7 +55,7 @@ from assets.loading.watermark import ExtractBounds, Window, advance, extract_bou
 from assets.sources.base import Source
 from expectations.contract import Contract
 from expectations.reasons import LoadError, SourceError, SourceSchemaError
-from expectations.rules import evaluate, primary_reason
+from expectations.rules import Verdicts, evaluate, primary_reason
 
 log = logging.getLogger("meshline.loader")
 
@@ -334,10 +334,10 @@ class _Early:
     opening: Opening
     hint: datetime
     bounds: ExtractBounds
-    first: pa.Table | None
-    rest: Iterator[pa.Table]
+    first: tuple[pa.Table, Verdicts] | None
+    rest: Iterator[tuple[pa.Table, Verdicts]]
 
-    def chunks(self) -> Iterator[pa.Table]:
+    def chunks(self) -> Iterator[tuple[pa.Table, Verdicts]]:
         return itertools.chain([] if self.first is None else [self.first], self.rest)
 
     def close(self) -> None:
@@ -345,14 +345,28 @@ class _Early:
         self.rest.close()
 
 
+def _validated(chunks: Iterator[pa.Table], contract: Contract,
+               missing_optional: tuple[str, ...]) -> Iterator[tuple[pa.Table, Verdicts]]:
+    """Each chunk (optional columns the source lacks added as nulls) with its verdicts."""
+    try:
+        for chunk in chunks:
+            for col in missing_optional:
+                chunk = chunk.append_column(col, pa.nulls(chunk.num_rows))
+            yield chunk, evaluate(chunk, contract)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:  # an extract stopped early lets go of its connection now
+            close()
+
+
 def _read_ahead(warehouse: Warehouse, source: Source, contract: Contract, read_cols: list[str],
-                partition_key: str, window: Window, lookback: timedelta, full_refresh: bool,
-                chunk_rows: int) -> _Early | None:
+                missing_optional: tuple[str, ...], partition_key: str, window: Window, lookback: timedelta,
+                full_refresh: bool, chunk_rows: int) -> _Early | None:
     """A small re-run spends as long opening DuckDB (its catalog: ~45 ms in a fresh process) as reading
     its change from the source. When the warehouse remembers the watermark this partition's last load
-    committed, the warehouse opens on another thread while the source is read (its first chunk) on the
-    bounds that watermark gives. The load keeps what was read only if the watermark it reads inside its
-    transaction gives the same bounds (`load_partition`); otherwise it reads again."""
+    committed, the warehouse opens on another thread while the source's first chunk is read and validated
+    on the bounds that watermark gives. The load keeps what was read only if the watermark it reads inside
+    its transaction gives the same bounds (`load_partition`); otherwise it reads again."""
     if full_refresh or not source.uses_watermark or not source.prefetchable:
         return None
     hint = warehouse.watermark_hint(contract.name, partition_key)
@@ -361,8 +375,8 @@ def _read_ahead(warehouse: Warehouse, source: Source, contract: Contract, read_c
     bounds = extract_bounds(window, hint, lookback)
     opening = warehouse.open_in_background()
     try:
-        chunks = source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive, bounds.high,
-                                chunk_rows)
+        chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
+                                           bounds.high, chunk_rows), contract, missing_optional)
         first = next(chunks, None)
     except BaseException:
         opening.discard()
@@ -416,8 +430,8 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    early = _read_ahead(warehouse, source, contract, read_cols, partition_key, window, lookback, full_refresh,
-                        chunk_rows)
+    early = _read_ahead(warehouse, source, contract, read_cols, missing_optional, partition_key, window, lookback,
+                        full_refresh, chunk_rows)
 
     with _closing(early), warehouse.transaction(early.opening.result() if early else None) as tx:
         if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
@@ -442,21 +456,17 @@ def load_partition(
         else:
             if early:  # the watermark moved since the hint was written: read again on the real bounds
                 early.close()
-            chunks = source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive, bounds.high,
-                                    chunk_rows)
-        for chunk in chunks:
+            chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
+                                               bounds.high, chunk_rows), contract, missing_optional)
+        for chunk, verdicts in chunks:
             n = chunk.num_rows
-            for col in missing_optional:
-                chunk = chunk.append_column(col, pa.nulls(n))
             if unknown:
-                verdicts = evaluate(chunk, contract)
                 holds.append(_held(verdicts.table, contract, unknown, flow=contract.boundary_flow, asset=asset,
                                    partition_key=partition_key, run_id=run_id, held_at=result.started_at,
                                    key=key))
                 result.rows_read += n
                 result.rows_held += n
                 continue
-            verdicts = evaluate(chunk, contract)
             typed = verdicts.table.append_column("_row_no", pa.array(np.arange(row_no, row_no + n, dtype=np.int64)))
             row_no += n
             result.rows_read += n
