@@ -235,9 +235,9 @@ assert _DEAD_LETTER_PK in "".join(META_DDL) and len(set(META_FINGERPRINTS.values
 
 
 # Postgres raw tables leave a tenth of each page free: a load replaces a changed row's stored version
-# in place (INSERT ... ON CONFLICT DO UPDATE), and with room on its page the new version is a heap-only
-# tuple: no new index entry, no other page touched. A change scattered over the keys otherwise writes
-# every index leaf it lands on as well (after a checkpoint, each page whole into the WAL).
+# in place (an UPDATE, `loader.load_partition`), and with room on its page the new version is a heap-only
+# tuple: no new index entry, no other page touched. A delete + insert also wrote every index leaf a
+# scattered change lands on (after a checkpoint, each page whole into the WAL).
 PG_RAW_FILLFACTOR = 90
 
 
