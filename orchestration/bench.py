@@ -248,8 +248,10 @@ def _with_password(url: str) -> str:
 
 
 def _hints(path: Path) -> Path:
-    """The watermarks a DuckDB warehouse remembers for reading ahead (assets.loading.warehouse)."""
-    return path.parent / f".{path.name}.watermarks"
+    """The watermarks a DuckDB warehouse remembers for reading ahead."""
+    from assets.loading.warehouse import Warehouse
+
+    return Warehouse(f"duckdb:///{path}").hints_dir()
 
 
 def _remove_duckdb(path: Path) -> None:

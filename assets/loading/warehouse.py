@@ -309,12 +309,17 @@ class Warehouse:
     # file each, written after the commit): the loader starts reading the source on the bounds it gives
     # while the warehouse opens, and keeps what it read only if the watermark read inside the transaction
     # gives the same bounds. A hint, never the record: missing, stale or unreadable, it costs nothing.
-    def _hint_path(self, asset: str, partition_key: str) -> Path | None:
+    def hints_dir(self) -> Path | None:
+        """The folder of remembered watermarks beside a DuckDB warehouse file (None for Postgres)."""
         p = self.parsed.path
-        if p is None:
+        return None if p is None else p.parent / f".{p.name}.watermarks"
+
+    def _hint_path(self, asset: str, partition_key: str) -> Path | None:
+        folder = self.hints_dir()
+        if folder is None:
             return None
         digest = hashlib.sha256(f"{asset}\0{partition_key}".encode()).hexdigest()[:16]
-        return p.parent / f".{p.name}.watermarks" / f"{ident(asset)}-{digest}"
+        return folder / f"{ident(asset)}-{digest}"
 
     def watermark_hint(self, asset: str, partition_key: str):
         from datetime import datetime

@@ -78,7 +78,7 @@ def spies(monkeypatch):
 
 
 def _hint_file(warehouse_url: str):
-    folder = Warehouse(warehouse_url)._hint_path(CONTRACT, "all").parent
+    folder = Warehouse(warehouse_url).hints_dir()
     files = sorted(folder.glob("*"))
     assert len(files) == 1, files
     return files[0]
