@@ -327,6 +327,13 @@ def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
                      (asset, partition_key))
 
 
+def _prepare(tx: Tx, contract: Contract, partition_key: str) -> datetime | None:
+    """A load's first statements: the tables checked (created or brought up to date), then the watermark
+    this partition's last load committed."""
+    ensure_tables(tx, contract)
+    return read_watermark(tx, contract.name, partition_key)
+
+
 @dataclass
 class _Early:
     """The start of an extract read while the warehouse opens, on the bounds a remembered watermark gives."""
@@ -364,8 +371,8 @@ def _read_ahead(warehouse: Warehouse, source: Source, contract: Contract, read_c
                 full_refresh: bool, chunk_rows: int) -> _Early | None:
     """A small re-run spends as long opening DuckDB (its catalog: ~45 ms in a fresh process) as reading
     its change from the source. When the warehouse remembers the watermark this partition's last load
-    committed, the warehouse opens on another thread while the source's first chunk is read and validated
-    on the bounds that watermark gives. The load keeps what was read only if the watermark it reads inside
+    committed, the warehouse opens on another thread (and there checks its tables and reads the watermark,
+    `_prepare`) while the source's first chunk is read and validated on the bounds that watermark gives. The load keeps what was read only if the watermark it reads inside
     its transaction gives the same bounds (`load_partition`); otherwise it reads again."""
     if full_refresh or not source.uses_watermark or not source.prefetchable:
         return None
@@ -373,7 +380,7 @@ def _read_ahead(warehouse: Warehouse, source: Source, contract: Contract, read_c
     if hint is None:
         return None
     bounds = extract_bounds(window, hint, lookback)
-    opening = warehouse.open_in_background()
+    opening = warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key))
     try:
         chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
                                            bounds.high, chunk_rows), contract, missing_optional)
@@ -433,15 +440,14 @@ def load_partition(
     early = _read_ahead(warehouse, source, contract, read_cols, missing_optional, partition_key, window, lookback,
                         full_refresh, chunk_rows)
 
-    with _closing(early), warehouse.transaction(early.opening.result() if early else None) as tx:
+    with _closing(early), warehouse.transaction(early.opening if early else None) as tx:
         if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
             # The merge probes the raw table's key index for each staged row; at Postgres's default cost
             # (4, a spinning disk's) the planner scans the whole table instead: a 1% re-run's DELETE took
             # 110 ms, with index probes 40. Scoped to this transaction; MESHLINE_PG_RANDOM_PAGE_COST=""
             # keeps the server's setting.
             tx.execute(f"SET LOCAL random_page_cost = {_page_cost()}")
-        ensure_tables(tx, contract)
-        wm_from = read_watermark(tx, asset, partition_key)
+        wm_from = early.opening.prepared if early else _prepare(tx, contract, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
         source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high

@@ -12,7 +12,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,32 +232,56 @@ def _transient_connect_error(exc: Exception) -> bool:
 
 
 class Opening:
-    """A warehouse connection being opened on another thread. DuckDB builds its catalog (about 45 ms in a
-    fresh process) with the GIL released, so the loader reads from the source meanwhile."""
+    """A warehouse transaction being opened on another thread. DuckDB builds its catalog (about 20-45 ms
+    in a fresh process) with the GIL released, so the loader reads from the source meanwhile; `prepare`
+    then runs on the same thread inside the new transaction (the loader's DDL check and watermark read),
+    its result kept as `prepared`."""
 
-    def __init__(self, warehouse: Warehouse):
-        self._conn, self._error = None, None
-        self._thread = threading.Thread(target=self._open, args=(warehouse,), name="warehouse-open", daemon=True)
+    def __init__(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None = None):
+        self._tx: Tx | None = None
+        self._error: BaseException | None = None
+        self.prepared: Any = None
+        self._thread = threading.Thread(target=self._open, args=(warehouse, prepare), name="warehouse-open",
+                                        daemon=True)
         self._thread.start()
 
-    def _open(self, warehouse: Warehouse) -> None:
+    def _open(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None) -> None:
         try:
-            self._conn = warehouse._connect()
+            tx = warehouse._begin(warehouse._connect())
         except BaseException as exc:  # raised to the caller by result()
             self._error = exc
+            return
+        try:
+            if prepare is not None:
+                self.prepared = prepare(tx)
+        except BaseException as exc:
+            self._error = exc
+            _abandon(tx)
+            return
+        self._tx = tx
 
-    def result(self):
-        """The open connection (waits for it); the connecting error, if it failed."""
+    def result(self) -> Tx:
+        """The open transaction (waits for it); the error connecting or preparing raised, if any."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._conn
+        return self._tx
 
     def discard(self) -> None:
-        """The load failed before it used the connection: close it (and let go of DuckDB's file lock)."""
+        """The load failed before it used the transaction: roll it back and close the connection (which
+        lets go of DuckDB's file lock)."""
         self._thread.join()
-        if self._conn is not None:
-            self._conn.close()
+        if self._tx is not None:
+            _abandon(self._tx)
+            self._tx = None
+
+
+def _abandon(tx: Tx) -> None:
+    try:
+        tx.conn.rollback()
+    finally:
+        tx.close()
+        tx.conn.close()
 
 
 class Warehouse:
@@ -342,21 +366,31 @@ class Warehouse:
         except OSError:
             pass  # a read-only folder: loads work as without hints
 
-    def open_in_background(self) -> Opening:
-        """Start connecting on another thread; `transaction(opening.result())` uses the connection."""
-        return Opening(self)
+    def open_in_background(self, prepare: Callable[[Tx], Any] | None = None) -> Opening:
+        """Start a transaction on another thread (then `prepare(tx)` in it); `transaction(opening)` goes on
+        with it."""
+        return Opening(self, prepare)
 
-    @contextmanager
-    def transaction(self, conn=None) -> Iterator[Tx]:
-        """One transaction, on a new connection or on `conn` (from `open_in_background`), closed after."""
-        conn = conn if conn is not None else self._connect()
+    def _begin(self, conn) -> Tx:
+        """A transaction on `conn` (closed if beginning fails)."""
         try:
             if self.dialect == "duckdb":
                 # The commit writes the changes into the database file (a checkpoint) instead of the
                 # write-ahead log, which the close would checkpoint anyway: one write and fsync, not two.
                 conn.execute("SET checkpoint_threshold = '0b'")
                 conn.execute("BEGIN TRANSACTION")
-            tx = Tx(self.dialect, conn, self._scratch())
+        except BaseException:
+            conn.close()
+            raise
+        return Tx(self.dialect, conn, self._scratch())
+
+    @contextmanager
+    def transaction(self, opening: Opening | None = None) -> Iterator[Tx]:
+        """One transaction, on a new connection or the one `open_in_background` began; committed if the
+        block ends normally, else rolled back; the connection closed after."""
+        tx = opening.result() if opening is not None else self._begin(self._connect())
+        conn = tx.conn
+        try:
             try:
                 yield tx
             except BaseException:

@@ -64,9 +64,9 @@ def spies(monkeypatch):
     seen = {"background": 0, "extracts": []}
     open_bg, extract = Warehouse.open_in_background, SqlSource.extract
 
-    def background(self):
+    def background(self, prepare=None):
         seen["background"] += 1
-        return open_bg(self)
+        return open_bg(self, prepare)
 
     def spy_extract(self, columns, token, low, low_inclusive, high, chunk_rows):
         seen["extracts"].append(low)
@@ -188,3 +188,45 @@ def test_a_read_ahead_that_fails_lets_go_of_the_warehouse(tmp_path, monkeypatch)
     out = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_opening_thread_checks_the_tables_and_a_failure_there_lets_go_of_the_warehouse(tmp_path,
+                                                                                          monkeypatch):
+    """While the first chunk is read, the thread that opened the warehouse also runs the load's first
+    statements (the DDL check, the watermark read) in the new transaction. A failure there is the load's
+    error; the transaction is rolled back and the file let go, and nothing the load read is written."""
+    import threading
+
+    from assets.loading import loader
+
+    src = _duckdb_source(tmp_path / "src.duckdb", 100)
+    path = tmp_path / "wh.duckdb"
+    first = _load(f"duckdb:///{path}", src, "first")
+    _duckdb_source(tmp_path / "src.duckdb", 10, first_id=100, day="2026-03-11")
+
+    threads, ensure = [], loader.ensure_tables
+
+    def watched(tx, contract):
+        threads.append(threading.current_thread().name)
+        return ensure(tx, contract)
+
+    monkeypatch.setattr(loader, "ensure_tables", watched)
+    second = _load(f"duckdb:///{path}", src, "second")
+    assert threads == ["warehouse-open"] and second.rows_loaded == 10
+    assert second.watermark_from == first.watermark_to
+
+    _duckdb_source(tmp_path / "src.duckdb", 10, first_id=110, day="2026-03-12")
+    before = snapshot(f"duckdb:///{path}")
+
+    def failing(tx, contract):
+        tx.execute("CREATE TABLE raw.half_done (x INTEGER)")  # a write the rollback must undo
+        raise Boom("the DDL check failed")
+
+    monkeypatch.setattr(loader, "ensure_tables", failing)
+    with pytest.raises(Boom, match="DDL check"):
+        _load(f"duckdb:///{path}", src, "third")
+    out = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert snapshot(f"duckdb:///{path}") == before
+    assert not Warehouse(f"duckdb:///{path}").table_exists("raw", "half_done")

@@ -1,0 +1,22 @@
+"""The bench's figures are medians of fresh-process runs: which run is reported, and what is kept."""
+
+from pathlib import Path
+
+from orchestration import bench
+
+
+def test_full_load_reports_the_median_run_and_the_highest_peak_rss(monkeypatch, tmp_path: Path):
+    runs = iter([{"target": "duckdb", "phase": "full", "seconds": s, "peak_rss_mb": m}
+                 for s, m in ((2.0, 400), (1.5, 420), (3.0, 390))])
+    loaded, dropped = [], []
+    monkeypatch.setattr(bench, "_child", lambda url, src, phase: (loaded.append(url), next(runs))[1])
+    monkeypatch.setattr(bench, "_drop", dropped.append)
+
+    kept = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    rec = bench._full_median("duckdb", kept, "postgresql+psycopg2://src", tmp_path)
+
+    assert rec["seconds"] == 2.0 and rec["runs_seconds"] == [2.0, 1.5, 3.0]
+    assert rec["peak_rss_mb"] == 420
+    # the first run fills the warehouse the re-runs start from; the others go to scratch ones, dropped
+    assert loaded[0] == kept and len(set(loaded)) == 3
+    assert dropped == loaded[1:]
