@@ -240,6 +240,7 @@ class Opening:
     def __init__(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None = None):
         self._tx: Tx | None = None
         self._error: BaseException | None = None
+        self._cancel = threading.Event()
         self.prepared: Any = None
         self._thread = threading.Thread(target=self._open, args=(warehouse, prepare), name="warehouse-open",
                                         daemon=True)
@@ -247,7 +248,7 @@ class Opening:
 
     def _open(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None) -> None:
         try:
-            tx = warehouse._begin(warehouse._connect())
+            tx = warehouse._begin(warehouse._connect(cancel=self._cancel))
         except BaseException as exc:  # raised to the caller by result()
             self._error = exc
             return
@@ -269,7 +270,9 @@ class Opening:
 
     def discard(self) -> None:
         """The load failed before it used the transaction: roll it back and close the connection (which
-        lets go of DuckDB's file lock)."""
+        lets go of DuckDB's file lock). A connect still retrying (the file locked by another process) stops
+        at its next attempt instead of holding the caller's error back."""
+        self._cancel.set()
         self._thread.join()
         if self._tx is not None:
             _abandon(self._tx)
@@ -299,17 +302,20 @@ class Warehouse:
     # (a run worker and a sensor at once), or Postgres refuses connections (restarting, at its limit).
     CONNECT_ATTEMPTS = int(os.environ.get("MESHLINE_WAREHOUSE_CONNECT_ATTEMPTS", "12"))
 
-    def _connect(self):
+    def _connect(self, cancel: threading.Event | None = None):
+        """A connection; transient failures retried with backoff until `cancel` (if given) is set."""
         import random
-        import time
 
+        cancel = cancel or threading.Event()
         for attempt in range(self.CONNECT_ATTEMPTS):
             try:
                 return self._connect_once()
             except Exception as exc:
-                if not _transient_connect_error(exc) or attempt == self.CONNECT_ATTEMPTS - 1:
+                if not _transient_connect_error(exc) or attempt == self.CONNECT_ATTEMPTS - 1 or cancel.is_set():
                     raise
-                time.sleep(random.uniform(0, min(10.0, 0.1 * 2 ** attempt)))  # exponential backoff, full jitter
+                # exponential backoff, full jitter; woken early by `cancel`
+                if cancel.wait(random.uniform(0, min(10.0, 0.1 * 2 ** attempt))):
+                    raise
         raise AssertionError("unreachable")
 
     def _connect_once(self):

@@ -230,3 +230,36 @@ def test_the_opening_thread_checks_the_tables_and_a_failure_there_lets_go_of_the
     assert out.returncode == 0, out.stderr
     assert snapshot(f"duckdb:///{path}") == before
     assert not Warehouse(f"duckdb:///{path}").table_exists("raw", "half_done")
+
+
+def test_a_failed_preflight_does_not_wait_for_a_locked_warehouse(tmp_path, monkeypatch):
+    """The warehouse starts opening before the preflight. When the preflight fails while another process
+    holds the DuckDB file, the load raises the source's error and the connect retrying in the background
+    stops instead of going through its attempts."""
+    from expectations.reasons import SourceUnreachable
+
+    src_path = tmp_path / "src.duckdb"
+    src = _duckdb_source(src_path, 50)
+    path = tmp_path / "wh.duckdb"
+    _load(f"duckdb:///{path}", src, "first")  # leaves a remembered watermark: the next load opens early
+    src_path.rename(tmp_path / "gone.duckdb")
+
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]);"
+                               " print('held', flush=True); time.sleep(120)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        attempts, connect_once = [], Warehouse._connect_once
+
+        def counted(self):
+            attempts.append(1)
+            return connect_once(self)
+
+        monkeypatch.setattr(Warehouse, "_connect_once", counted)
+        monkeypatch.setattr(Warehouse, "CONNECT_ATTEMPTS", 12)
+        with pytest.raises(SourceUnreachable, match="no database file"):
+            _load(f"duckdb:///{path}", src, "second")
+        assert 1 <= len(attempts) < 12
+    finally:
+        holder.kill()
+        holder.wait()
