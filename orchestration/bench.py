@@ -312,7 +312,7 @@ def _full_median(target: str, url: str, source_url: str, work: Path, runs: int =
     (the warehouse the re-runs start from), the others into scratch ones, dropped after. The run with the
     median time is reported, every run's seconds beside it, and the highest peak RSS of them: the full
     load is the denominator of the re-run's ratio, and on these machines one run can come at a moment
-    twice as fast as the next."""
+    a quarter faster than the others."""
     recs = [_child(url, source_url, "full")]
     for i in range(1, runs):
         if target == "duckdb":

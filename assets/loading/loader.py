@@ -444,7 +444,7 @@ def load_partition(
         early = _read_ahead(*opened, source, contract, read_cols, missing_optional, window, lookback,
                             chunk_rows) if opened else None
     except BaseException:
-        if opened:  # a failed preflight does not wait on the warehouse: a connect still retrying stops
+        if opened:  # rolled back and closed; a connect still retrying on a locked file stops at once
             opened[0].discard()
         raise
 
