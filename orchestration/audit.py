@@ -127,8 +127,6 @@ def _idempotency(c: Context) -> tuple[bool, str]:
 
     loaded = {t for (t,) in c.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
     keys = {k.name: k.idempotency_key for k in c.contracts.values()}
-    parts = {f"{n}{p}": n for n in keys for p in ("__base", "__delta")}  # DuckDB: the tables behind raw.<name>
-    loaded -= parts.keys() if c.wh.dialect == "duckdb" else set()
     unkeyed = sorted(t for t in loaded if t not in keys)
     if c.wh.dialect == "postgres":  # the key is the primary key
         pk = {t for (t,) in c.query(
@@ -136,12 +134,10 @@ def _idempotency(c: Context) -> tuple[bool, str]:
             " AND constraint_type = 'PRIMARY KEY'")}
         unkeyed += sorted(t for t in loaded if t in keys and t not in pk)
         how = "keyed on it"
-    else:  # DuckDB raw tables carry no index (see assets/loading/ddl.py): the merge keeps keys unique in
-        # the base and the delta behind each view, and so in the view
+    else:  # DuckDB raw tables carry no index (see assets/loading/ddl.py): the merge keeps keys unique
         for t in sorted(loaded & keys.keys()):
             k = ident(keys[t])
-            if any(c.query(f"SELECT count(*) - count(DISTINCT {k}) FROM raw.{ident(t)}{p}")[0][0]
-                   for p in ("__base", "__delta")):
+            if c.query(f"SELECT count(*) - count(DISTINCT {k}) FROM raw.{ident(t)}")[0][0]:
                 unkeyed.append(f"{t} (repeated {k})")
         how = "with one row per key"
     if unkeyed:

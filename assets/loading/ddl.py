@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from assets.loading.warehouse import SQL_TYPES, Tx, ident
 from expectations.contract import Contract
 
@@ -195,37 +193,7 @@ def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, l
 
 
 def raw_table(contract: Contract) -> str:
-    """The name readers use: a table on Postgres, a view over `raw_parts` on DuckDB."""
     return f"{RAW_SCHEMA}.{ident(contract.name)}"
-
-
-# DuckDB: raw.<name> is a view over two tables. `__base` holds one version per key; `__delta` holds the
-# versions small loads wrote since the last compaction, one per key, each newer than the key's version
-# in the base (a load writes a version only if it is strictly newer than what is stored). The view is the
-# base less the keys the delta has, plus the delta. A small load (a re-run after 1% of the rows changed)
-# appends its winners to the delta: no delete spread over the base's row groups, whose delete marks the
-# commit's checkpoint writes vector by vector (the delete and those marks were ~12 ms of a 1% re-run's
-# ~55 of merge, commit and close, measured in fresh processes). A load whose rows would take the delta past
-# `delta_fraction()` of the base first folds the delta into the base (compaction) and merges into the
-# base, as a full load does. Readers pay an anti-join on the delta's keys, at most a tenth of the base
-# (a million-row table: a full scan 13.6 → 14.9 ms with an empty delta, 28.6 with a tenth).
-def delta_fraction() -> float:
-    """`MESHLINE_DUCKDB_DELTA_FRACTION`: how large the delta may grow, as a share of the base (default 0.1;
-    0 writes every load into the base)."""
-    value = os.environ.get("MESHLINE_DUCKDB_DELTA_FRACTION", "0.1")
-    try:
-        fraction = float(value)
-    except ValueError:
-        fraction = -1.0
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"MESHLINE_DUCKDB_DELTA_FRACTION must be a number from 0 to 1, not {value!r}")
-    return fraction
-
-
-def raw_parts(contract: Contract) -> tuple[str, str]:
-    """DuckDB: the base and delta tables behind `raw_table` (see `delta_fraction`)."""
-    t = raw_table(contract)
-    return f"{t}__base", f"{t}__delta"
 
 
 # Which DDL a warehouse has had applied, by fingerprint of the statements: a load checks it with two
@@ -282,44 +250,15 @@ def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     # slower, a re-run's commit and checkpoint 3×), and the merge keeps one row per key by construction
     # (the winners are unique per key; the versions they replace are deleted first; DuckDB's file lock
     # makes each load the only writer). The invariant tests and dbt's unique tests check it.
-    if tx.dialect == "duckdb":
-        base, delta = raw_parts(contract)
-        stmts = [f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}"]
-        stmts += [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(cols)})" for t in (base, delta)]
-        # A newer contract version may list more columns (schema drift opted into): add them, nullable.
-        stmts += [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
-                  for t in (base, delta) for c in contract.columns]
-        stmts.append(f"CREATE OR REPLACE VIEW {raw_table(contract)} AS SELECT * FROM {base} b ANTI JOIN {delta} d"
-                     f" USING ({ident(contract.idempotency_key)}) UNION ALL BY NAME SELECT * FROM {delta}")
-        return stmts
+    storage = f" WITH (fillfactor = {PG_RAW_FILLFACTOR})" if tx.dialect == "postgres" else ""
     stmts = [f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}",
-             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})"
-             f" WITH (fillfactor = {PG_RAW_FILLFACTOR})",
-             # tables created before: pages written from now on keep the room
-             f"ALTER TABLE {raw_table(contract)} SET (fillfactor = {PG_RAW_FILLFACTOR})"]
+             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)}){storage}"]
+    if tx.dialect == "postgres":  # tables created before: pages written from now on keep the room
+        stmts.append(f"ALTER TABLE {raw_table(contract)} SET (fillfactor = {PG_RAW_FILLFACTOR})")
+    # A newer contract version may list more columns (schema drift opted into): add them, nullable.
     stmts += [f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
               for c in contract.columns]
     return stmts
-
-
-def delete_raw(tx: Tx, contract: Contract, where: str, params: tuple = ()) -> None:
-    """Remove the stored rows of raw.<name> that match `where` (SQL over its columns), as readers see them.
-    On DuckDB each such key goes from both tables behind the view: taken from the delta alone, its older
-    version in the base would show again. For injecting a lost record (the synthetic run) and tests."""
-    view = raw_table(contract)
-    if tx.dialect != "duckdb":
-        tx.execute(f"DELETE FROM {view} WHERE {where}", params)
-        return
-    k = ident(contract.idempotency_key)
-    for part in raw_parts(contract):  # the base first: the view still shows the delta's versions after
-        tx.execute(f"DELETE FROM {part} WHERE {k} IN (SELECT {k} FROM {view} WHERE {where})", params)
-
-
-def _split_raw_table(tx: Tx, contract: Contract) -> None:
-    """DuckDB: a raw table from before the base/delta split becomes the base, the view takes its name."""
-    if tx.scalar("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                 (RAW_SCHEMA, contract.name)):
-        tx.execute(f"ALTER TABLE {raw_table(contract)} RENAME TO {ident(contract.name)}__base")
 
 
 def _applied(tx: Tx, raw: tuple[str, str] | None, fresh: bool = False) -> dict[str, str]:
@@ -327,8 +266,6 @@ def _applied(tx: Tx, raw: tuple[str, str] | None, fresh: bool = False) -> dict[s
     record or any table it speaks for is missing. `fresh`: nothing has been written in this transaction
     yet, so a failed check may roll it back and begin it again."""
     want = {(META_SCHEMA, t) for t in [*META_TABLES, _APPLIED]} | ({raw} if raw else set())
-    if raw and tx.dialect == "duckdb":  # the view and the two tables behind it
-        want |= {(raw[0], f"{raw[1]}__base"), (raw[0], f"{raw[1]}__delta")}
     if fresh and tx.dialect == "duckdb":
         # One statement that names every table: binding it is the check, and its rows are the record. In a
         # fresh process 1.3-1.8 ms against 4.5-5.7 for the catalog read below and the record after it, on
@@ -391,8 +328,6 @@ def ensure_tables(tx: Tx, contract: Contract, fresh: bool = False) -> None:
     if applied.get("meta") != META_FINGERPRINTS[tx.dialect]:
         _apply_meta(tx)
     if applied.get(raw_table(contract)) != raw_fingerprint:
-        if tx.dialect == "duckdb":
-            _split_raw_table(tx, contract)
         for stmt in raw:
             tx.execute(stmt)
         _record(tx, raw_table(contract), raw_fingerprint)

@@ -43,9 +43,7 @@ import pyarrow.compute as pc
 from assets.loading.ddl import (
     META_SCHEMA,
     PROVENANCE,
-    delta_fraction,
     ensure_tables,
-    raw_parts,
     raw_table,
     upsert_contract,
     upsert_row,
@@ -329,33 +327,11 @@ def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
                      (asset, partition_key))
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    watermark: datetime | None
-    base_rows: int = 0  # DuckDB: the rows in the raw table's base and delta (`ddl.raw_parts`)
-    delta_rows: int = 0
-
-
-def _prepare(tx: Tx, contract: Contract, partition_key: str) -> _Prepared:
+def _prepare(tx: Tx, contract: Contract, partition_key: str) -> datetime | None:
     """A load's first statements: the tables checked (created or brought up to date), then the watermark
-    this partition's last load committed (and on DuckDB the sizes of the raw table's base and delta)."""
+    this partition's last load committed."""
     ensure_tables(tx, contract, fresh=True)
-    if tx.dialect != "duckdb":
-        return _Prepared(read_watermark(tx, contract.name, partition_key))
-    base, delta = raw_parts(contract)
-    row = tx.query(f"SELECT (SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?),"
-                   f" (SELECT count(*) FROM {base}), (SELECT count(*) FROM {delta})", (contract.name, partition_key))[0]
-    return _Prepared(*row)
-
-
-def _compact(tx: Tx, contract: Contract) -> None:
-    """DuckDB: fold the raw table's delta into its base (the delta's versions replace the base's: each is
-    newer), leaving the delta empty."""
-    base, delta = raw_parts(contract)
-    k = ident(contract.idempotency_key)
-    tx.execute(f"DELETE FROM {base} WHERE {k} IN (SELECT {k} FROM {delta})")
-    tx.execute(f"INSERT INTO {base} BY NAME SELECT * FROM {delta}")
-    tx.execute(f"DELETE FROM {delta}")
+    return read_watermark(tx, contract.name, partition_key)
 
 
 @dataclass
@@ -455,7 +431,6 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    fraction = delta_fraction() if warehouse.dialect == "duckdb" else 0.0
     opened = _open_early(warehouse, source, contract, partition_key, full_refresh)
     try:
         read_cols, missing_optional, unknown = preflight(source, contract)
@@ -480,8 +455,7 @@ def load_partition(
             # 110 ms, with index probes 40. Scoped to this transaction; MESHLINE_PG_RANDOM_PAGE_COST=""
             # keeps the server's setting.
             tx.execute(f"SET LOCAL random_page_cost = {_page_cost()}")
-        prepared = early.opening.prepared if early else _prepare(tx, contract, partition_key)
-        wm_from = prepared.watermark
+        wm_from = early.opening.prepared if early else _prepare(tx, contract, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
         source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
@@ -561,24 +535,13 @@ def load_partition(
                 f" LEFT JOIN {raw_t} r ON r.{k} = s.{k}"
                 f" WHERE s._rn = 1 AND (r.{k} IS NULL OR NOT coalesce(r.{tok} >= s.{tok}, false))")
             tx.execute("ANALYZE _ml_win")  # without statistics on the winners the planner nests loops
-            target = raw_t
-        else:  # DuckDB: into the delta while it stays small; else the delta folded in, into the base
-            base, delta = raw_parts(contract)
+        else:
             result.rows_loaded = tx.execute_count(
-                f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ({newest}) s WHERE s._rn = 1"
-                + "".join(f" AND NOT EXISTS (SELECT 1 FROM {t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})"
-                          for t in [base] + ([delta] if prepared.delta_rows else [])))
-            if prepared.base_rows and prepared.delta_rows + result.rows_loaded <= fraction * prepared.base_rows:
-                target = delta
-            else:
-                target = base
-                if prepared.delta_rows:  # the winners stay winners: folding changes nothing readers see
-                    say(f"{asset} {partition_key}: folding {prepared.delta_rows:,} recent versions into "
-                        f"{base} (compaction)")
-                    _compact(tx, contract)
+                f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ({newest}) s WHERE s._rn = 1 AND NOT EXISTS ("
+                f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
         all_cols = cols + list(PROVENANCE)
         provenance = (contract.source_system, run_id, contract.version, result.started_at)
-        insert = (f"INSERT INTO {target} ({', '.join(all_cols)})"
+        insert = (f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
                   f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
                   f" WHERE _row_no IN (SELECT _row_no FROM _ml_win{' WHERE NOT _stored' if pg else ''})")
         if pg:
@@ -592,9 +555,8 @@ def load_partition(
                        " _loaded_at = ?"] + [f"{ident(c)} = NULL" for c in others])
             tx.execute(f"UPDATE {raw_t} r SET {', '.join(sets)} FROM _ml_stage s JOIN _ml_win w"
                        f" ON w._row_no = s._row_no AND w._stored WHERE r.{k} = s.{k}", provenance)
-        elif target == base or prepared.delta_rows:  # DuckDB: the versions replaced there are deleted
-            # (into the delta, a key's version in the base stays, hidden by the delta's in the view)
-            tx.execute(f"DELETE FROM {target} WHERE {k} IN (SELECT {k} FROM _ml_win)")
+        else:  # DuckDB: the versions replaced are deleted, the winners appended
+            tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
         tx.execute(insert, provenance)
         if pg and result.rows_loaded:
             _analyze_if_grown(tx, raw_t, result.rows_loaded)

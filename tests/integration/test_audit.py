@@ -97,16 +97,13 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
     change("DROP TABLE raw.unkeyed")
     assert _verdicts(settings)[7] is True
     if settings.warehouse_url.startswith("duckdb"):  # no primary key there: a repeated key is what fails
-        # (into the tables behind the view raw.crm_leads: see assets/loading/ddl.py)
-        change("INSERT INTO raw.crm_leads__base (crm_lead_id, row_id) VALUES (1, 1), (2, 2)")
-        change("INSERT INTO raw.crm_leads__delta (crm_lead_id, row_id) VALUES (2, 4)")  # a newer version
+        change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 1), (2, 2)")
         assert _verdicts(settings)[7] is True
-        for part, repeated in (("base", 1), ("delta", 2)):
-            change(f"INSERT INTO raw.crm_leads__{part} (crm_lead_id, row_id) VALUES ({repeated}, 3)")
-            items = {it.number: it for it in evaluate(settings, GOOD_ENV)}
-            assert not items[7].ok and "crm_leads (repeated crm_lead_id)" in items[7].evidence, part
-            change(f"DELETE FROM raw.crm_leads__{part} WHERE row_id = 3")
-            assert _verdicts(settings)[7] is True
+        change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 3)")
+        items = {it.number: it for it in evaluate(settings, GOOD_ENV)}
+        assert not items[7].ok and "crm_leads (repeated crm_lead_id)" in items[7].evidence
+        change("DELETE FROM raw.crm_leads WHERE row_id = 3")
+        assert _verdicts(settings)[7] is True
     assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_COMPENSATION": "off"})[10] is False
     assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_REDACTION_KEY": ""})[12] is False
 
