@@ -261,24 +261,10 @@ def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     return stmts
 
 
-def _applied(tx: Tx, raw: tuple[str, str] | None, fresh: bool = False) -> dict[str, str]:
+def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
     """Fingerprints of the DDL applied so far, by object ('meta', or a raw table's name); empty when the
-    record or any table it speaks for is missing. `fresh`: nothing has been written in this transaction
-    yet, so a failed check may roll it back and begin it again."""
+    record or any table it speaks for is missing."""
     want = {(META_SCHEMA, t) for t in [*META_TABLES, _APPLIED]} | ({raw} if raw else set())
-    if fresh and tx.dialect == "duckdb":
-        # One statement that names every table: binding it is the check, and its rows are the record. In a
-        # fresh process 1.3-1.8 ms against 4.5-5.7 for the catalog read below and the record after it, on
-        # the path that opens the warehouse while the source is read (`loader._open_early`). A missing
-        # table fails the statement, which aborts DuckDB's transaction: hence only in a fresh one.
-        import duckdb
-
-        check = "".join(f" UNION ALL SELECT NULL, NULL FROM {s}.{t} WHERE false" for s, t in sorted(want))
-        try:
-            return dict(tx.query(f"SELECT object, fingerprint FROM {META_SCHEMA}.{_APPLIED}{check}"))
-        except duckdb.CatalogException:
-            tx.restart()
-            return {}
     # DuckDB: duckdb_columns() is the cheapest catalog read of the tables there are: this query in a fresh
     # process 7 ms against 12 with duckdb_tables() (which sizes every table) or more with information_schema.
     catalog = ("(SELECT DISTINCT schema_name AS table_schema, table_name FROM duckdb_columns()) t"
@@ -319,12 +305,11 @@ def ensure_meta(tx: Tx) -> None:
         _apply_meta(tx)
 
 
-def ensure_tables(tx: Tx, contract: Contract, fresh: bool = False) -> None:
-    """The bookkeeping tables and the contract's raw table, created or brought up to date (idempotent).
-    `fresh`: the transaction has written nothing yet (a load's first statements): see `_applied`."""
+def ensure_tables(tx: Tx, contract: Contract) -> None:
+    """The bookkeeping tables and the contract's raw table, created or brought up to date (idempotent)."""
     raw = _raw_ddl(tx, contract)
     raw_fingerprint = _fingerprint(raw)
-    applied = _applied(tx, (RAW_SCHEMA, contract.name), fresh)
+    applied = _applied(tx, (RAW_SCHEMA, contract.name))
     if applied.get("meta") != META_FINGERPRINTS[tx.dialect]:
         _apply_meta(tx)
     if applied.get(raw_table(contract)) != raw_fingerprint:

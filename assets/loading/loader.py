@@ -330,7 +330,7 @@ def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
 def _prepare(tx: Tx, contract: Contract, partition_key: str) -> datetime | None:
     """A load's first statements: the tables checked (created or brought up to date), then the watermark
     this partition's last load committed."""
-    ensure_tables(tx, contract, fresh=True)
+    ensure_tables(tx, contract)
     return read_watermark(tx, contract.name, partition_key)
 
 

@@ -161,13 +161,6 @@ class Tx:
     def on_close(self, fn) -> None:
         self._on_close.append(fn)
 
-    def restart(self) -> None:
-        """Roll back the transaction and begin a new one on the same connection (DuckDB: a failed statement
-        aborts the transaction it ran in)."""
-        self.conn.rollback()
-        if self.dialect == "duckdb":
-            self.conn.execute("BEGIN TRANSACTION")
-
     def close(self) -> None:
         while self._on_close:
             self._on_close.pop()()

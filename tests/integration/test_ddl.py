@@ -73,36 +73,6 @@ def test_ddl_runs_once_then_again_when_a_table_is_gone_or_a_column_is_added(ware
     assert _columns(wh, "raw", "crm_opportunities")[-1] == "region"
 
 
-def test_a_loads_first_check_is_one_statement_on_duckdb_and_a_missing_table_starts_it_over(tmp_path, statements):
-    """A load checks its tables first thing in its transaction (`fresh`): on DuckDB one statement naming
-    every table. A missing table fails it, which aborts DuckDB's transaction: the check begins the
-    transaction again and the DDL runs in it, committed with what the load writes after."""
-    wh = Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
-    contract = Registry().get("crm_opportunities")
-    with wh.transaction() as tx:  # an empty warehouse: the check fails, the tables are created
-        ensure_tables(tx, contract, fresh=True)
-        tx.execute("INSERT INTO raw.crm_opportunities (opportunity_id) VALUES (1)")
-    assert any(s.startswith("CREATE TABLE IF NOT EXISTS meshline.dead_letters") for s in statements)
-
-    statements.clear()
-    with wh.transaction() as tx:
-        ensure_tables(tx, contract, fresh=True)
-    assert len(statements) == 1, statements
-    assert statements[0].startswith("SELECT object, fingerprint FROM meshline.ddl_applied UNION ALL")
-    assert "raw.crm_opportunities" in statements[0] and "meshline.dead_letters" in statements[0]
-
-    with wh.session() as s:  # someone drops a bookkeeping table: the next load's check starts over
-        s.execute("DROP TABLE meshline.load_log")
-    statements.clear()
-    with wh.transaction() as tx:
-        ensure_tables(tx, contract, fresh=True)
-        tx.execute("INSERT INTO raw.crm_opportunities (opportunity_id) VALUES (2)")
-    assert any(s.startswith("CREATE TABLE IF NOT EXISTS meshline.load_log") for s in statements)
-    with wh.session() as s:
-        assert s.query("SELECT opportunity_id FROM raw.crm_opportunities ORDER BY 1") == [(1,), (2,)]
-        assert s.scalar("SELECT count(*) FROM meshline.load_log") == 0
-
-
 def test_upsert_row_updates_in_place_or_inserts(warehouse_url):
     wh = Warehouse(warehouse_url)
     table = "meshline.watermarks"

@@ -211,9 +211,9 @@ def test_the_opening_thread_checks_the_tables_and_a_failure_there_lets_go_of_the
 
     threads, ensure = [], loader.ensure_tables
 
-    def watched(tx, contract, **kw):
+    def watched(tx, contract):
         threads.append(threading.current_thread().name)
-        return ensure(tx, contract, **kw)
+        return ensure(tx, contract)
 
     monkeypatch.setattr(loader, "ensure_tables", watched)
     second = _load(f"duckdb:///{path}", src, "second")
@@ -223,7 +223,7 @@ def test_the_opening_thread_checks_the_tables_and_a_failure_there_lets_go_of_the
     _duckdb_source(tmp_path / "src.duckdb", 10, first_id=110, day="2026-03-12")
     before = snapshot(f"duckdb:///{path}")
 
-    def failing(tx, contract, **kw):
+    def failing(tx, contract):
         tx.execute("CREATE TABLE raw.half_done (x INTEGER)")  # a write the rollback must undo
         raise Boom("the DDL check failed")
 
