@@ -214,18 +214,18 @@ def raw_table(contract: Contract) -> str:
 # newer than what was stored). Up to `purged_seq` (meshline.raw_purges) the superseded versions are gone;
 # the view hides the others: the table less each row a newer row written after `purged_seq` has
 # replaced, an anti-join on those recent rows alone. Once the recent rows would pass
-# `delta_fraction()` of the table, a load first purges: one DELETE of every superseded version.
+# `recent_fraction()` of the table, a load first purges: one DELETE of every superseded version.
 #
 # Why: replacing a version in place means deleting it, and a change scattered over the keys marks deletes
 # in nearly every 2,048-row vector, which the commit's checkpoint writes vector by vector; the DELETE and
 # those marks were ~12 ms of a 1% re-run's ~55 of merge, commit and close (fresh processes). One purge of
-# ten such loads' versions costs ~40 ms, written once (a table holding a separate delta, folded back in,
-# wrote each row twice and saved nothing). Readers pay the anti-join: a full scan of a million rows
-# 10.3 → 11.5 ms with no recent rows, 28.8 with a tenth.
+# ten such loads' versions added ~21 ms to the load that ran it, and each row is written once (a separate
+# delta table folded back into a base wrote each row twice and saved nothing). Readers pay the anti-join:
+# a full scan of a million rows 10.3 → 11.5 ms with no recent rows, 28.8 with a tenth.
 SEQ = "_ml_seq"
 
 
-def delta_fraction() -> float:
+def recent_fraction() -> float:
     """`MESHLINE_DUCKDB_RECENT_FRACTION`: how many rows loads may append since the last purge, as a share of
     the raw table, before the next load purges (default 0.1; 0 replaces versions in place, every load)."""
     value = os.environ.get("MESHLINE_DUCKDB_RECENT_FRACTION", "0.1")
@@ -324,10 +324,11 @@ def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
     if tx.dialect == "postgres":
         cols.append(f"PRIMARY KEY ({ident(contract.idempotency_key)})")
-    # DuckDB: no PRIMARY KEY. Its ART index costs more than the rest of a load (a million-row load 2.4×
-    # slower, a re-run's commit and checkpoint 3×), and the merge keeps one row per key by construction
-    # (the winners are unique per key; the versions they replace are deleted first; DuckDB's file lock
-    # makes each load the only writer). The invariant tests and dbt's unique tests check it.
+    # DuckDB: no PRIMARY KEY (the versions table holds several rows of a key by design; an ART index also
+    # cost more than the rest of a load: a million-row load 2.4× slower, a re-run's commit and checkpoint
+    # 3×). The view shows one row per key by construction: a load's winners are unique per key, each newer
+    # than every stored version, and stamped with a sequence number no earlier load has; DuckDB's file lock
+    # makes each load the only writer. The invariant tests, `meshline audit` and dbt's unique tests check it.
     if tx.dialect == "duckdb":
         versions, k = raw_versions(contract), ident(contract.idempotency_key)
         return [

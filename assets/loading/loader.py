@@ -44,12 +44,12 @@ from assets.loading.ddl import (
     META_SCHEMA,
     PROVENANCE,
     SEQ,
-    delta_fraction,
     ensure_tables,
     purge,
     purged_seq_sql,
     raw_table,
     raw_versions,
+    recent_fraction,
     upsert_contract,
     upsert_row,
     utcnow,
@@ -455,7 +455,7 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    fraction = delta_fraction() if warehouse.dialect == "duckdb" else 0.0
+    fraction = recent_fraction() if warehouse.dialect == "duckdb" else 0.0
     opened = _open_early(warehouse, source, contract, partition_key, full_refresh)
     try:
         read_cols, missing_optional, unknown = preflight(source, contract)

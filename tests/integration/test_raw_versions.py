@@ -1,6 +1,6 @@
 """DuckDB's raw tables: raw.<name> is a view over raw.<name>__versions (assets/loading/ddl.py). A small
 load appends the versions it wins; the view hides the ones they supersede until a load purges them, once
-the rows appended since the last purge would pass `delta_fraction()` of the table. A load that alone passes
+the rows appended since the last purge would pass `recent_fraction()` of the table. A load that alone passes
 it replaces versions in place. Whatever the path, readers see what one load of the whole source gives."""
 
 from __future__ import annotations
