@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the year-volume nightly hygiene (orchestration/bench_year.py; about 20 min)")
     p.add_argument("--year-only", action="store_true", help="only the year-volume nightly hygiene")
     args = p.parse_args(argv)
+    args.out = args.out.resolve()  # its folder is the bench's work folder, and the dlt run's cwd
     gen = SHARED_BENCH / "gen_source.py"
     if not gen.exists():
         p.error(f"{gen} not found (set MESHLINE_SHARED_BENCH to the folder holding gen_source.py)")

@@ -47,3 +47,17 @@ def test_the_purging_rerun_starts_from_newer_versions_past_their_share_and_repor
     assert rec["seconds"] == 0.3 and sorted(rec["runs_seconds"]) == [0.2, 0.3, 0.5]
     assert rec["phase"] == "incremental_1pct_purging" and rec["versions_superseded"] == 95
     assert len(set(copies)) == 3 and shares == [0.105] * 3 and len(dropped) == 3
+
+
+def test_a_relative_out_path_is_resolved_before_the_bench_changes_folders(monkeypatch, tmp_path: Path):
+    """The --out file's folder is the bench's work folder, where the dlt baseline runs with that folder as
+    its working directory: a relative path (`--out .bench/run1.jsonl`) once made it look for
+    `.bench/dlt-venv/bin/python` inside `.bench`."""
+    from orchestration import bench_year
+
+    seen = []
+    monkeypatch.setattr(bench_year, "run_year", lambda work, out: seen.append(work))
+    monkeypatch.chdir(tmp_path)
+    assert bench.main(["--out", "rel/run.jsonl", "--year-only"]) == 0
+    assert seen == [tmp_path / "rel" / "year"] and seen[0].is_absolute()
+    assert (tmp_path / "rel" / "run.jsonl").exists()
