@@ -127,8 +127,6 @@ def _idempotency(c: Context) -> tuple[bool, str]:
 
     loaded = {t for (t,) in c.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")}
     keys = {k.name: k.idempotency_key for k in c.contracts.values()}
-    if c.wh.dialect == "duckdb":  # the table behind each view raw.<name> (assets/loading/ddl.py)
-        loaded -= {f"{n}__versions" for n in keys}
     unkeyed = sorted(t for t in loaded if t not in keys)
     if c.wh.dialect == "postgres":  # the key is the primary key
         pk = {t for (t,) in c.query(
@@ -136,8 +134,7 @@ def _idempotency(c: Context) -> tuple[bool, str]:
             " AND constraint_type = 'PRIMARY KEY'")}
         unkeyed += sorted(t for t in loaded if t in keys and t not in pk)
         how = "keyed on it"
-    else:  # DuckDB raw tables carry no index (see assets/loading/ddl.py): the merge and the view keep keys
-        # unique
+    else:  # DuckDB raw tables carry no index (see assets/loading/ddl.py): the merge keeps keys unique
         for t in sorted(loaded & keys.keys()):
             k = ident(keys[t])
             if c.query(f"SELECT count(*) - count(DISTINCT {k}) FROM raw.{ident(t)}")[0][0]:

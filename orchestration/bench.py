@@ -328,35 +328,6 @@ def _full_median(target: str, url: str, source_url: str, work: Path, runs: int =
             "peak_rss_mb": max(r["peak_rss_mb"] for r in recs)}
 
 
-def _age_versions(copy_url: str, share: float) -> int:
-    """Give `share` of a DuckDB warehouse's stored opportunities a newer version, as if loads since the last
-    purge had written them (`assets/loading/ddl.py`: the view hides the versions they supersede); how many."""
-    import duckdb
-
-    con = duckdb.connect(copy_url[len("duckdb:///"):])
-    try:
-        con.execute("INSERT INTO raw.crm_opportunities__versions SELECT * REPLACE (_ml_seq + 1 AS _ml_seq)"
-                    f" FROM raw.crm_opportunities__versions USING SAMPLE {share * 100:.3f} PERCENT (bernoulli, 7)")
-        return con.execute("SELECT count(*) FROM raw.crm_opportunities__versions WHERE _ml_seq > 0").fetchone()[0]
-    finally:
-        con.close()
-
-
-def purging_rerun(url: str, source_url: str, work: Path, runs: int = 3) -> dict:
-    """The cost appending defers (DuckDB): the 1% re-run on copies where loads since the last purge have
-    already written newer versions of 10.5% of the rows, so that this load purges the versions they
-    supersede first (past a tenth of the table, stale versions included); the median of `runs` fresh processes. With a 1% change per load, one
-    load in about ten pays this."""
-    recs = []
-    for i in range(runs):
-        copy_url = _copy("duckdb", url, work, f"purge{i}")
-        recent = _age_versions(copy_url, 0.105)
-        recs.append({**_child(copy_url, source_url, "incremental_1pct_purging"), "versions_superseded": recent})
-        _drop(copy_url)
-    recs.sort(key=lambda r: r["seconds"])
-    return {**recs[len(recs) // 2], "runs_seconds": [r["seconds"] for r in recs]}
-
-
 def change_one_percent(source_url: str) -> int:
     """New change events for 1% of the opportunities, newer than anything loaded."""
     import psycopg2
@@ -448,12 +419,6 @@ def main(argv: list[str] | None = None) -> int:
             rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3) if full["seconds"] else None
             rec["target_ratio_max"], rec["target_met"] = 0.05, rec["ratio_to_full"] <= 0.05
             emit(rec)
-            if t == "duckdb":  # what appending defers to one load in ten: reported beside the target
-                purging = purging_rerun(url, source_url, work)
-                purging["ratio_to_full"] = round(purging["seconds"] / full["seconds"], 3)
-                purging["amortized_ratio_1_in_10"] = round(
-                    (9 * rec["seconds"] + purging["seconds"]) / 10 / full["seconds"], 3)
-                emit({"tool": "meshline", **purging})
         if "duckdb" in targets:
             # Memory flat in volume: the same load of a tenth of the rows, into a fresh warehouse.
             tenth = args.rows // 10

@@ -144,9 +144,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
 
     from assets.flows import lead_handoff, subscription_updates
     from assets.loading import Warehouse
-    from assets.loading.ddl import delete_raw
     from assets.remediation.state import now
-    from expectations.contract import load_contract
     from orchestration.sensors import plan_compensation
 
     instance = instance or dg.DagsterInstance.get()
@@ -193,7 +191,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
                 " AND CAST(m.partition_key AS DATE) < ? ORDER BY c.crm_lead_id LIMIT 3",
                 (date.fromisoformat(last) - timedelta(days=1),))
             for crm_id, _ in victims:
-                delete_raw(tx, load_contract("crm_leads"), "crm_lead_id = ?", (crm_id,))
+                tx.execute("DELETE FROM raw.crm_leads WHERE crm_lead_id = ?", (crm_id,))
         dropped = {int(m) for _, m in victims}
         mark("injected")
 

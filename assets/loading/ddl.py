@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from assets.loading.warehouse import SQL_TYPES, Tx, ident
 from expectations.contract import Contract
 
@@ -153,15 +151,6 @@ META_DDL.append(
         PRIMARY KEY (checksum, asset)
     )""")
 
-META_DDL.append(
-    # DuckDB: how far each raw table's superseded versions have been purged (see `raw_versions`).
-    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.raw_purges (
-        raw_table TEXT NOT NULL,
-        purged_seq BIGINT NOT NULL,
-        purged_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (raw_table)
-    )""")
-
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")
@@ -204,74 +193,7 @@ def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, l
 
 
 def raw_table(contract: Contract) -> str:
-    """The name readers use: a table on Postgres, a view over `raw_versions` on DuckDB."""
     return f"{RAW_SCHEMA}.{ident(contract.name)}"
-
-
-# DuckDB: raw.<name> is a view over raw.<name>__versions, where a small load appends the versions it wins
-# and deletes nothing. Each row carries `_ml_seq`, the sequence number of the load that wrote it. A
-# version is superseded when a later load wrote one for its key (every version a load writes is strictly
-# newer than what was stored). Up to `purged_seq` (meshline.raw_purges) the superseded versions are gone;
-# the view hides the others: the table less each row a newer row written after `purged_seq` has
-# replaced, an anti-join on those recent rows alone. Once the recent rows would pass
-# `recent_fraction()` of the table, a load first purges: one DELETE of every superseded version.
-#
-# Why: replacing a version in place means deleting it, and a change scattered over the keys marks deletes
-# in nearly every 2,048-row vector, which the commit's checkpoint writes vector by vector; the DELETE and
-# those marks were ~12 ms of a 1% re-run's ~55 of merge, commit and close (fresh processes). One purge of
-# ten such loads' versions added ~21 ms to the load that ran it, and each row is written once (a separate
-# delta table folded back into a base wrote each row twice and saved nothing). Readers pay the anti-join:
-# a full scan of a million rows 10.3 → 11.5 ms with no recent rows, 28.8 with a tenth.
-SEQ = "_ml_seq"
-
-
-def recent_fraction() -> float:
-    """`MESHLINE_DUCKDB_RECENT_FRACTION`: how many rows loads may append since the last purge, as a share of
-    the raw table, before the next load purges (default 0.1; 0 replaces versions in place, every load)."""
-    value = os.environ.get("MESHLINE_DUCKDB_RECENT_FRACTION", "0.1")
-    try:
-        fraction = float(value)
-    except ValueError:
-        fraction = -1.0
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"MESHLINE_DUCKDB_RECENT_FRACTION must be a number from 0 to 1, not {value!r}")
-    return fraction
-
-
-def raw_versions(contract: Contract) -> str:
-    """DuckDB: the table behind the view `raw_table` (see SEQ)."""
-    return f"{raw_table(contract)}__versions"
-
-
-def purged_seq_sql(contract: Contract) -> str:
-    """How far `raw_versions` is purged, as a scalar SQL expression (-1 if never: every row is recent)."""
-    return (f"coalesce((SELECT max(purged_seq) FROM {META_SCHEMA}.raw_purges"
-            f" WHERE raw_table = '{raw_table(contract)}'), -1)")
-
-
-def purge(tx: Tx, contract: Contract, purged_seq: int, through_seq: int) -> int:
-    """DuckDB: delete every version superseded by one written after `purged_seq`, and record the table as
-    purged through `through_seq`; how many rows went."""
-    versions, k = raw_versions(contract), ident(contract.idempotency_key)
-    n = tx.execute_count(
-        f"DELETE FROM {versions} WHERE rowid IN (SELECT v.rowid FROM {versions} v JOIN"
-        f" (SELECT {k}, max({SEQ}) AS newest FROM {versions} WHERE {SEQ} > ? GROUP BY {k}) r"
-        f" ON r.{k} = v.{k} WHERE v.{SEQ} < r.newest)", (purged_seq,))
-    upsert_row(tx, f"{META_SCHEMA}.raw_purges", {"raw_table": raw_table(contract), "purged_seq": through_seq,
-                                                 "purged_at": utcnow()}, ("raw_table",))
-    return n
-
-
-def delete_raw(tx: Tx, contract: Contract, where: str, params: tuple = ()) -> None:
-    """Remove the rows of raw.<name> that match `where` (SQL over its columns), as readers see them; on
-    DuckDB every stored version of each such key. For injecting a lost record (the synthetic run) and
-    tests."""
-    view = raw_table(contract)
-    if tx.dialect != "duckdb":
-        tx.execute(f"DELETE FROM {view} WHERE {where}", params)
-        return
-    k = ident(contract.idempotency_key)
-    tx.execute(f"DELETE FROM {raw_versions(contract)} WHERE {k} IN (SELECT {k} FROM {view} WHERE {where})", params)
 
 
 # Which DDL a warehouse has had applied, by fingerprint of the statements: a load checks it with two
@@ -324,51 +246,25 @@ def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
     if tx.dialect == "postgres":
         cols.append(f"PRIMARY KEY ({ident(contract.idempotency_key)})")
-    # DuckDB: no PRIMARY KEY (the versions table holds several rows of a key by design; an ART index also
-    # cost more than the rest of a load: a million-row load 2.4× slower, a re-run's commit and checkpoint
-    # 3×). The view shows one row per key by construction: a load's winners are unique per key, each newer
-    # than every stored version, and stamped with a sequence number no earlier load has; DuckDB's file lock
-    # makes each load the only writer. The invariant tests, `meshline audit` and dbt's unique tests check it.
-    if tx.dialect == "duckdb":
-        versions, k = raw_versions(contract), ident(contract.idempotency_key)
-        return [
-            f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}",
-            f"CREATE TABLE IF NOT EXISTS {versions} ({', '.join(cols)}, {SEQ} BIGINT NOT NULL DEFAULT 0)",
-            # A newer contract version may list more columns (schema drift opted into): add them, nullable.
-            *[f"ALTER TABLE {versions} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
-              for c in contract.columns],
-            f"CREATE OR REPLACE VIEW {raw_table(contract)} AS SELECT * EXCLUDE ({SEQ}) FROM {versions} v"
-            f" ANTI JOIN (SELECT {k}, {SEQ} FROM {versions} WHERE {SEQ} > {purged_seq_sql(contract)}) n"
-            f" ON n.{k} = v.{k} AND n.{SEQ} > v.{SEQ}",
-        ]
+    # DuckDB: no PRIMARY KEY. Its ART index costs more than the rest of a load (a million-row load 2.4×
+    # slower, a re-run's commit and checkpoint 3×), and the merge keeps one row per key by construction
+    # (the winners are unique per key; the versions they replace are deleted first; DuckDB's file lock
+    # makes each load the only writer). The invariant tests and dbt's unique tests check it.
+    storage = f" WITH (fillfactor = {PG_RAW_FILLFACTOR})" if tx.dialect == "postgres" else ""
     stmts = [f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}",
-             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})"
-             f" WITH (fillfactor = {PG_RAW_FILLFACTOR})",
-             # tables created before: pages written from now on keep the room
-             f"ALTER TABLE {raw_table(contract)} SET (fillfactor = {PG_RAW_FILLFACTOR})"]
+             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)}){storage}"]
+    if tx.dialect == "postgres":  # tables created before: pages written from now on keep the room
+        stmts.append(f"ALTER TABLE {raw_table(contract)} SET (fillfactor = {PG_RAW_FILLFACTOR})")
     # A newer contract version may list more columns (schema drift opted into): add them, nullable.
     stmts += [f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
               for c in contract.columns]
     return stmts
 
 
-def _split_raw_table(tx: Tx, contract: Contract) -> None:
-    """DuckDB: a raw table from before the view (one row per key) becomes the versions table, every row
-    the first version, purged through sequence 0."""
-    if tx.scalar("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                 (RAW_SCHEMA, contract.name)):
-        tx.execute(f"ALTER TABLE {raw_table(contract)} RENAME TO {ident(contract.name)}__versions")
-        tx.execute(f"ALTER TABLE {raw_versions(contract)} ADD COLUMN {SEQ} BIGINT DEFAULT 0")
-        upsert_row(tx, f"{META_SCHEMA}.raw_purges", {"raw_table": raw_table(contract), "purged_seq": 0,
-                                                     "purged_at": utcnow()}, ("raw_table",))
-
-
 def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
     """Fingerprints of the DDL applied so far, by object ('meta', or a raw table's name); empty when the
     record or any table it speaks for is missing."""
     want = {(META_SCHEMA, t) for t in [*META_TABLES, _APPLIED]} | ({raw} if raw else set())
-    if raw and tx.dialect == "duckdb":  # the view and the table behind it
-        want.add((raw[0], f"{raw[1]}__versions"))
     # DuckDB: duckdb_columns() is the cheapest catalog read of the tables there are: this query in a fresh
     # process 7 ms against 12 with duckdb_tables() (which sizes every table) or more with information_schema.
     catalog = ("(SELECT DISTINCT schema_name AS table_schema, table_name FROM duckdb_columns()) t"
@@ -417,8 +313,6 @@ def ensure_tables(tx: Tx, contract: Contract) -> None:
     if applied.get("meta") != META_FINGERPRINTS[tx.dialect]:
         _apply_meta(tx)
     if applied.get(raw_table(contract)) != raw_fingerprint:
-        if tx.dialect == "duckdb":
-            _split_raw_table(tx, contract)
         for stmt in raw:
             tx.execute(stmt)
         _record(tx, raw_table(contract), raw_fingerprint)

@@ -43,13 +43,8 @@ import pyarrow.compute as pc
 from assets.loading.ddl import (
     META_SCHEMA,
     PROVENANCE,
-    SEQ,
     ensure_tables,
-    purge,
-    purged_seq_sql,
     raw_table,
-    raw_versions,
-    recent_fraction,
     upsert_contract,
     upsert_row,
     utcnow,
@@ -332,30 +327,11 @@ def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
                      (asset, partition_key))
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    watermark: datetime | None
-    # DuckDB (`ddl.SEQ`): how far the versions table is purged, the last load's sequence number, its rows
-    # and how many of them were written after the purge
-    purged_seq: int = -1
-    last_seq: int = 0
-    rows: int = 0
-    recent_rows: int = 0
-
-
-def _prepare(tx: Tx, contract: Contract, partition_key: str) -> _Prepared:
+def _prepare(tx: Tx, contract: Contract, partition_key: str) -> datetime | None:
     """A load's first statements: the tables checked (created or brought up to date), then the watermark
-    this partition's last load committed (and on DuckDB where the versions table stands)."""
+    this partition's last load committed."""
     ensure_tables(tx, contract)
-    if tx.dialect != "duckdb":
-        return _Prepared(read_watermark(tx, contract.name, partition_key))
-    row = tx.query(
-        f"WITH p AS (SELECT {purged_seq_sql(contract)} AS purged)"
-        f" SELECT (SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?),"
-        f" (SELECT purged FROM p), coalesce(max({SEQ}), 0), count(*),"
-        f" count(*) FILTER (WHERE {SEQ} > (SELECT purged FROM p)) FROM {raw_versions(contract)}",
-        (contract.name, partition_key))[0]
-    return _Prepared(*row)
+    return read_watermark(tx, contract.name, partition_key)
 
 
 @dataclass
@@ -455,7 +431,6 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    fraction = recent_fraction() if warehouse.dialect == "duckdb" else 0.0
     opened = _open_early(warehouse, source, contract, partition_key, full_refresh)
     try:
         read_cols, missing_optional, unknown = preflight(source, contract)
@@ -480,8 +455,7 @@ def load_partition(
             # 110 ms, with index probes 40. Scoped to this transaction; MESHLINE_PG_RANDOM_PAGE_COST=""
             # keeps the server's setting.
             tx.execute(f"SET LOCAL random_page_cost = {_page_cost()}")
-        prepared = early.opening.prepared if early else _prepare(tx, contract, partition_key)
-        wm_from = prepared.watermark
+        wm_from = early.opening.prepared if early else _prepare(tx, contract, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
         source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
@@ -561,27 +535,14 @@ def load_partition(
                 f" LEFT JOIN {raw_t} r ON r.{k} = s.{k}"
                 f" WHERE s._rn = 1 AND (r.{k} IS NULL OR NOT coalesce(r.{tok} >= s.{tok}, false))")
             tx.execute("ANALYZE _ml_win")  # without statistics on the winners the planner nests loops
-            target, seq = raw_t, ()
-        else:  # DuckDB: against every stored version (a superseded one is older than its key's newest)
-            target = raw_versions(contract)
+        else:
             result.rows_loaded = tx.execute_count(
                 f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ({newest}) s WHERE s._rn = 1 AND NOT EXISTS ("
-                f" SELECT 1 FROM {target} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
-            # Appended as the next load's versions while the rows written since the last purge stay within
-            # their share of the table; else the table is purged first, and a load that alone passes the
-            # share (the first into an empty table) replaces versions in place, its rows already purged.
-            in_place = result.rows_loaded > fraction * prepared.rows
-            if prepared.recent_rows and (in_place or prepared.recent_rows + result.rows_loaded
-                                         > fraction * prepared.rows):
-                purged = purge(tx, contract, prepared.purged_seq, prepared.last_seq)
-                say(f"{asset} {partition_key}: purged {purged:,} superseded versions from {target}")
-            elif in_place and prepared.purged_seq < prepared.last_seq:
-                purge(tx, contract, prepared.purged_seq, prepared.last_seq)  # records where it stands
-            seq = (prepared.last_seq + (0 if in_place else 1),)
-        all_cols = cols + list(PROVENANCE) + ([SEQ] if seq else [])
-        provenance = (contract.source_system, run_id, contract.version, result.started_at, *seq)
-        insert = (f"INSERT INTO {target} ({', '.join(all_cols)})"
-                  f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ?{', ?' if seq else ''} FROM _ml_stage"
+                f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
+        all_cols = cols + list(PROVENANCE)
+        provenance = (contract.source_system, run_id, contract.version, result.started_at)
+        insert = (f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
+                  f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
                   f" WHERE _row_no IN (SELECT _row_no FROM _ml_win{' WHERE NOT _stored' if pg else ''})")
         if pg:
             # A stored version is replaced in place: on a page with room (ddl.PG_RAW_FILLFACTOR) the new
@@ -594,8 +555,8 @@ def load_partition(
                        " _loaded_at = ?"] + [f"{ident(c)} = NULL" for c in others])
             tx.execute(f"UPDATE {raw_t} r SET {', '.join(sets)} FROM _ml_stage s JOIN _ml_win w"
                        f" ON w._row_no = s._row_no AND w._stored WHERE r.{k} = s.{k}", provenance)
-        elif in_place:  # DuckDB: the versions replaced are deleted, the winners appended
-            tx.execute(f"DELETE FROM {target} WHERE {k} IN (SELECT {k} FROM _ml_win)")
+        else:  # DuckDB: the versions replaced are deleted, the winners appended
+            tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
         tx.execute(insert, provenance)
         if pg and result.rows_loaded:
             _analyze_if_grown(tx, raw_t, result.rows_loaded)

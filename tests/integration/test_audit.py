@@ -97,15 +97,12 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
     change("DROP TABLE raw.unkeyed")
     assert _verdicts(settings)[7] is True
     if settings.warehouse_url.startswith("duckdb"):  # no primary key there: a repeated key is what fails
-        # into the table behind the view raw.crm_leads (assets/loading/ddl.py); a newer load's version
-        # of a key hides the older one
-        change("INSERT INTO raw.crm_leads__versions (crm_lead_id, row_id) VALUES (1, 1), (2, 2)")
-        change("INSERT INTO raw.crm_leads__versions (crm_lead_id, row_id, _ml_seq) VALUES (2, 4, 9)")
+        change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 1), (2, 2)")
         assert _verdicts(settings)[7] is True
-        change("INSERT INTO raw.crm_leads__versions (crm_lead_id, row_id) VALUES (1, 3)")
+        change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 3)")
         items = {it.number: it for it in evaluate(settings, GOOD_ENV)}
         assert not items[7].ok and "crm_leads (repeated crm_lead_id)" in items[7].evidence
-        change("DELETE FROM raw.crm_leads__versions WHERE row_id = 3")
+        change("DELETE FROM raw.crm_leads WHERE row_id = 3")
         assert _verdicts(settings)[7] is True
     assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_COMPENSATION": "off"})[10] is False
     assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_REDACTION_KEY": ""})[12] is False

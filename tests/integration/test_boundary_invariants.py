@@ -24,7 +24,6 @@ import duckdb
 import pytest
 
 from assets.loading import Warehouse, load_partition
-from assets.loading.ddl import delete_raw
 from assets.loading.watermark import daily_window
 from assets.sandbox import FaultRates, LeadHandoffSandbox
 from assets.sandbox.billing_api import BillingApi
@@ -187,7 +186,8 @@ def test_every_boundary_keeps_the_invariants(warehouse_url, sandboxes, name, cap
     has_manifest = wh.table_exists("meshline", "file_manifest")
     with wh.transaction() as tx:
         n_logs = tx.scalar("SELECT count(*) FROM meshline.load_log")
-        delete_raw(tx, contract, f"{contract.change_token} >= ? AND {contract.change_token} < ?", (w.start, w.end))
+        tx.execute(f"DELETE FROM raw.{name} WHERE {contract.change_token} >= ? AND {contract.change_token} < ?",
+                   (w.start, w.end))
         for t in ("watermarks", "dead_letters") + (("file_manifest",) if has_manifest else ()):
             tx.execute(f"DELETE FROM meshline.{t} WHERE asset = ? AND partition_key = ?", (name, keys[1]))
     mid = snapshot(warehouse_url)
