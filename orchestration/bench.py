@@ -328,6 +328,39 @@ def _full_median(target: str, url: str, source_url: str, work: Path, runs: int =
             "peak_rss_mb": max(r["peak_rss_mb"] for r in recs)}
 
 
+def change_hundredth(source_url: str, i: int) -> int:
+    """A new version, newer than anything loaded, of each opportunity whose id ends in `i` (mod 100)."""
+    import psycopg2
+
+    with psycopg2.connect(_libpq(source_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO crm_opportunities (opportunity_id, account_id, owner_email, stage, amount, currency,"
+            " close_date, updated_at)"
+            " SELECT DISTINCT ON (opportunity_id) opportunity_id, account_id, owner_email, 'negotiation',"
+            "  amount + 1, currency, close_date,"
+            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id %% 3600 + 1)"
+            " FROM crm_opportunities WHERE opportunity_id %% 100 = %s ORDER BY opportunity_id, updated_at DESC",
+            (i,))
+        return cur.rowcount
+
+
+def successive_reruns(targets: dict[str, str], source_url: str, work: Path, rounds: int = 10) -> list[dict]:
+    """Re-runs as a warehouse lives them: `rounds` loads in a row on one copy (per target) of the warehouse
+    the full load left, each after a different hundredth of the opportunities changed at the source, each
+    in a fresh process. Unlike the first re-run after a full load, later ones carry what earlier ones
+    left behind (delete marks, appended row groups, dead tuples). The median and the mean, per target."""
+    copies = {t: _copy(t, url, work, "successive") for t, url in targets.items()}
+    seconds: dict[str, list[float]] = {t: [] for t in targets}
+    for i in range(1, rounds + 1):
+        change_hundredth(source_url, i)
+        for t, copy_url in copies.items():
+            seconds[t].append(_child(copy_url, source_url, f"successive_{i}")["seconds"])
+    for copy_url in copies.values():
+        _drop(copy_url)
+    return [{"target": t, "phase": "incremental_1pct_successive", "rounds": rounds, "seconds": _median(v),
+             "mean_seconds": round(sum(v) / len(v), 3), "runs_seconds": v} for t, v in seconds.items()]
+
+
 def change_one_percent(source_url: str) -> int:
     """New change events for 1% of the opportunities, newer than anything loaded."""
     import psycopg2
@@ -444,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
             print("measuring start-up (median of 5 whole-process runs each) ...", file=sys.stderr, flush=True)
             for rec in startup(work / "home", targets["duckdb"]):
                 emit({"tool": "meshline", **rec})
+        # Last: it changes the source again, ten times.
+        print("re-runs in a row on one warehouse (10 rounds of 1%) ...", file=sys.stderr, flush=True)
+        for rec in successive_reruns(targets, source_url, work):
+            full = next(r for r in results if r["target"] == rec["target"] and r["phase"] == "full")
+            rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3)
+            rec["mean_ratio_to_full"] = round(rec["mean_seconds"] / full["seconds"], 3)
+            emit({"tool": "meshline", **rec})
         if not args.no_year:
             from orchestration.bench_year import run_year
 

@@ -34,3 +34,22 @@ def test_a_relative_out_path_is_resolved_before_the_bench_changes_folders(monkey
     assert bench.main(["--out", "rel/run.jsonl", "--year-only"]) == 0
     assert seen == [tmp_path / "rel" / "year"] and seen[0].is_absolute()
     assert (tmp_path / "rel" / "run.jsonl").exists()
+
+
+def test_successive_reruns_change_the_source_before_each_round_and_load_every_target_on_its_own_copy(
+        monkeypatch, tmp_path: Path):
+    events = []
+    times = iter([0.1, 0.3, 0.2, 0.6, 0.3, 0.9])  # duckdb, postgres, alternately
+    monkeypatch.setattr(bench, "_copy", lambda target, url, work, name: f"{target}-copy")
+    monkeypatch.setattr(bench, "change_hundredth", lambda src, i: events.append(("change", i)))
+    monkeypatch.setattr(bench, "_child", lambda url, src, phase: (events.append((url, phase)),
+                                                                   {"seconds": next(times)})[1])
+    monkeypatch.setattr(bench, "_drop", lambda url: events.append(("drop", url)))
+    recs = bench.successive_reruns({"duckdb": "duckdb:///w", "postgres": "postgresql+psycopg2://h/w"},
+                                   "postgresql+psycopg2://src", tmp_path, rounds=3)
+    assert events[:3] == [("change", 1), ("duckdb-copy", "successive_1"), ("postgres-copy", "successive_1")]
+    assert [e for e in events if e[0] == "change"] == [("change", 1), ("change", 2), ("change", 3)]
+    assert events[-2:] == [("drop", "duckdb-copy"), ("drop", "postgres-copy")]
+    duck, pg = recs
+    assert duck["runs_seconds"] == [0.1, 0.2, 0.3] and duck["seconds"] == 0.2 and duck["mean_seconds"] == 0.2
+    assert pg["runs_seconds"] == [0.3, 0.6, 0.9] and pg["seconds"] == 0.6 and pg["phase"] == "incremental_1pct_successive"
