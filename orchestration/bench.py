@@ -329,7 +329,9 @@ def _full_median(target: str, url: str, source_url: str, work: Path, runs: int =
 
 
 def change_hundredth(source_url: str, i: int) -> int:
-    """A new version, newer than anything loaded, of each opportunity whose id ends in `i` (mod 100)."""
+    """A new version, newer than anything loaded, of each opportunity whose id ends in `i` (mod 100), the
+    change tokens spread over a day as a day's changes are: the next load's lookback (an hour) reads about
+    a twenty-fourth of them again, as the first re-run reads the last hour of the full load's rows."""
     import psycopg2
 
     with psycopg2.connect(_libpq(source_url)) as conn, conn.cursor() as cur:
@@ -338,7 +340,7 @@ def change_hundredth(source_url: str, i: int) -> int:
             " close_date, updated_at)"
             " SELECT DISTINCT ON (opportunity_id) opportunity_id, account_id, owner_email, 'negotiation',"
             "  amount + 1, currency, close_date,"
-            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id %% 3600 + 1)"
+            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id %% 86400 + 1)"
             " FROM crm_opportunities WHERE opportunity_id %% 100 = %s ORDER BY opportunity_id, updated_at DESC",
             (i,))
         return cur.rowcount
