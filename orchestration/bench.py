@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec["ratio_meshline_to_dlt"] = round(ours["seconds"] / rec["seconds"], 3)
                 rec["wall_ratio_meshline_to_dlt"] = round(ours["wall_s"] / rec["wall_s"], 3)
                 rec["target_ratio_max"] = targets_max.get(t)
-                rec["target_met"] = rec["ratio_meshline_to_dlt"] <= targets_max.get(t, 1.0)
+                rec["target_met"] = ours["seconds"] <= targets_max.get(t, 1.0) * rec["seconds"]  # unrounded
                 emit(rec)
         changed = change_one_percent(source_url)
         print(f"{changed:,} change events added at the source (1%)", file=sys.stderr, flush=True)
@@ -454,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             rec = {"tool": "meshline", **_rerun_median(t, url, source_url, work)}
             full = next(r for r in results if r["target"] == t and r["phase"] == "full")
             rec["ratio_to_full"] = round(rec["seconds"] / full["seconds"], 3) if full["seconds"] else None
-            rec["target_ratio_max"], rec["target_met"] = 0.05, rec["ratio_to_full"] <= 0.05
+            # decided on the figures, not the rounded ratio (0.123 / 2.454 s is 0.0501: not met)
+            rec["target_ratio_max"], rec["target_met"] = 0.05, rec["seconds"] <= 0.05 * full["seconds"]
             emit(rec)
         if "duckdb" in targets:
             # Memory flat in volume: the same load of a tenth of the rows, into a fresh warehouse.
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             emit({"tool": "meshline", "measure": "memory_flatness", "rows_small": small["rows_read"],
                   "rows_large": big["rows_read"], "peak_rss_small_mb": small["peak_rss_mb"],
                   "peak_rss_large_mb": big["peak_rss_mb"], "ratio": ratio, "target_ratio_max": 1.5,
-                  "target_met": ratio <= 1.5})
+                  "target_met": big["peak_rss_mb"] <= 1.5 * small["peak_rss_mb"]})
         rec = _child("", source_url, "validate", what="_validate")
         rec["target_max_s_per_million"] = 5.0
         rec["target_met"] = rec["seconds_per_million_rows"] <= 5.0
