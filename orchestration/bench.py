@@ -349,8 +349,9 @@ def change_hundredth(source_url: str, i: int) -> int:
 def successive_reruns(targets: dict[str, str], source_url: str, work: Path, rounds: int = 10) -> list[dict]:
     """Re-runs as a warehouse lives them: `rounds` loads in a row on one copy (per target) of the warehouse
     the full load left (first brought up to the first re-run's change, untimed), each after a different
-    hundredth of the opportunities changed at the source, each in a fresh process. Unlike the first re-run after a full load, later ones carry what earlier ones
-    left behind (delete marks, appended row groups, dead tuples). The median and the mean, per target."""
+    hundredth of the opportunities changed at the source, each in a fresh process. Unlike the first
+    re-run after a full load, later ones carry what earlier ones left behind (delete marks, appended row
+    groups, dead tuples). The median and the mean, per target."""
     copies = {t: _copy(t, url, work, "successive") for t, url in targets.items()}
     for copy_url in copies.values():  # untimed: the change the first re-run loaded, caught up first
         _child(copy_url, source_url, "successive_0")
