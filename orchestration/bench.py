@@ -328,22 +328,29 @@ def _full_median(target: str, url: str, source_url: str, work: Path, runs: int =
             "peak_rss_mb": max(r["peak_rss_mb"] for r in recs)}
 
 
-def change_hundredth(source_url: str, i: int) -> int:
-    """A new version, newer than anything loaded, of each opportunity whose id ends in `i` (mod 100), the
-    change tokens spread over a day as a day's changes are: the next load's lookback (an hour) reads about
-    a twenty-fourth of them again, as the first re-run reads the last hour of the full load's rows."""
+def _add_versions(source_url: str, where: str, spread_s: int, params: tuple = (), per_key: bool = False) -> int:
+    """New versions of the opportunities `where` selects (the newest stored version of each when `per_key`),
+    each newer than anything loaded: at the source's latest change token plus up to `spread_s` seconds
+    (by opportunity id). How many rows were added."""
     import psycopg2
 
     with psycopg2.connect(_libpq(source_url)) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO crm_opportunities (opportunity_id, account_id, owner_email, stage, amount, currency,"
             " close_date, updated_at)"
-            " SELECT DISTINCT ON (opportunity_id) opportunity_id, account_id, owner_email, 'negotiation',"
-            "  amount + 1, currency, close_date,"
-            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id %% 86400 + 1)"
-            " FROM crm_opportunities WHERE opportunity_id %% 100 = %s ORDER BY opportunity_id, updated_at DESC",
-            (i,))
+            f" SELECT {'DISTINCT ON (opportunity_id) ' if per_key else ''}opportunity_id, account_id, owner_email,"
+            "  'negotiation', amount + 1, currency, close_date,"
+            f"  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id %% {spread_s} + 1)"
+            f" FROM crm_opportunities WHERE {where}"
+            + (" ORDER BY opportunity_id, updated_at DESC" if per_key else ""), params)
         return cur.rowcount
+
+
+def change_hundredth(source_url: str, i: int) -> int:
+    """A new version, newer than anything loaded, of each opportunity whose id ends in `i` (mod 100), the
+    change tokens spread over a day as a day's changes are: the next load's lookback (an hour) reads about
+    a twenty-fourth of them again, as the first re-run reads the last hour of the full load's rows."""
+    return _add_versions(source_url, "opportunity_id %% 100 = %s", 86_400, (i,), per_key=True)
 
 
 def successive_reruns(targets: dict[str, str], source_url: str, work: Path, rounds: int = 10) -> list[dict]:
@@ -368,16 +375,7 @@ def successive_reruns(targets: dict[str, str], source_url: str, work: Path, roun
 
 def change_one_percent(source_url: str) -> int:
     """New change events for 1% of the opportunities, newer than anything loaded."""
-    import psycopg2
-
-    with psycopg2.connect(_libpq(source_url)) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO crm_opportunities (opportunity_id, account_id, owner_email, stage, amount, currency,"
-            " close_date, updated_at)"
-            " SELECT opportunity_id, account_id, owner_email, 'negotiation', amount + 1, currency, close_date,"
-            "  (SELECT max(updated_at) FROM crm_opportunities) + make_interval(secs => opportunity_id % 3600 + 1)"
-            " FROM crm_opportunities WHERE event_id % 100 = 0")
-        return cur.rowcount
+    return _add_versions(source_url, "event_id %% 100 = 0", 3_600)
 
 
 def main(argv: list[str] | None = None) -> int:
