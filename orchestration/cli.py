@@ -20,6 +20,7 @@ commands:
   synthetic  run | prune: a synthetic end-to-end run scoring every failure mode (`meshline synthetic --help`)
   report   --out PATH: one static HTML file with the hygiene plots, readable offline
   audit    the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
+  compact  merge the DuckDB warehouse's row groups that loads leave (the nightly dbt build does it first)
 
 environment:
   MESHLINE_HOME            local state (default ./.meshline)
@@ -47,6 +48,20 @@ def dev(argv: list[str]) -> int:
     os.chdir(PROJECT_ROOT)
     os.execv(dagster, [dagster, "dev", "-h", args.host, "-p", args.port, "-w", "workspace.yaml"])
     return 0  # not reached
+
+
+def compact(argv: list[str]) -> int:
+    """Merge the row groups DuckDB loads leave behind (assets/loading/compaction.py)."""
+    import argparse
+
+    from orchestration.settings import Settings
+
+    argparse.ArgumentParser(prog="meshline compact", description=compact.__doc__).parse_args(argv)
+    from assets.loading.compaction import compact as run
+    from assets.loading.warehouse import Warehouse
+
+    print(run(Warehouse(Settings.from_env().warehouse_url)).summary())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.ops_cli import audit_log
 
         return audit_log(rest)
+    if cmd == "compact":
+        return compact(rest)
     if cmd == "incidents":
         from orchestration.ops_cli import incidents
 

@@ -151,6 +151,22 @@ META_DDL.append(
         PRIMARY KEY (checksum, asset)
     )""")
 
+META_DDL.append(
+    # DuckDB compactions (`assets.loading.compaction`): when the row groups loads leave were merged, and
+    # what that reclaimed. Loads do not merge them (`Warehouse.transaction(vacuum=False)`).
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.compactions (
+        compaction_id TEXT NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP,
+        run_by TEXT NOT NULL,
+        tables INTEGER NOT NULL,
+        row_groups_before BIGINT NOT NULL,
+        row_groups_after BIGINT,
+        rows_stored_before BIGINT NOT NULL,
+        rows_stored_after BIGINT,
+        rows_live BIGINT NOT NULL
+    )""")
+
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")

@@ -380,7 +380,7 @@ def _open_early(warehouse: Warehouse, source: Source, contract: Contract, partit
     hint = warehouse.watermark_hint(contract.name, partition_key)
     if hint is None:
         return None
-    return warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key)), hint
+    return warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key), vacuum=False), hint
 
 
 def _read_ahead(opening: Opening, hint: datetime, source: Source, contract: Contract, read_cols: list[str],
@@ -448,7 +448,7 @@ def load_partition(
             opened[0].discard()
         raise
 
-    with _closing(early), warehouse.transaction(early.opening if early else None) as tx:
+    with _closing(early), warehouse.transaction(early.opening if early else None, vacuum=False) as tx:
         if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
             # The merge probes the raw table's key index for each staged row; at Postgres's default cost
             # (4, a spinning disk's) the planner scans the whole table instead: a 1% re-run's DELETE took

@@ -64,9 +64,9 @@ def spies(monkeypatch):
     seen = {"background": 0, "extracts": []}
     open_bg, extract = Warehouse.open_in_background, SqlSource.extract
 
-    def background(self, prepare=None):
+    def background(self, prepare=None, vacuum=True):
         seen["background"] += 1
-        return open_bg(self, prepare)
+        return open_bg(self, prepare, vacuum)
 
     def spy_extract(self, columns, token, low, low_inclusive, high, chunk_rows):
         seen["extracts"].append(low)

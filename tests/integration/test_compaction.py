@@ -1,0 +1,123 @@
+"""DuckDB loads leave row groups unmerged; `compact` merges them (assets/loading/compaction.py).
+
+A load replaces a changed row's version by a delete and an append, so loads leave delete marks and small
+appended row groups behind. With DuckDB's vacuum on, some loads' commits merged thinned row groups
+(rewriting up to four of them); loads now commit with it off, and compaction does that work once, at a
+time chosen for it (`meshline compact`, and before each dbt build)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import pytest
+
+from assets.loading import Warehouse, load_partition
+from assets.loading.compaction import compact, layout
+from assets.loading.watermark import Window
+from assets.sources import SqlSource
+from expectations import load_contract
+from tests.helpers import snapshot
+
+EVERYTHING = Window(datetime(1970, 1, 1), datetime(2100, 1, 1))
+ROWS = 150_000  # more than one DuckDB row group (122,880 rows)
+RAW = "raw.marketing_leads"
+
+
+def _source(path) -> str:
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE marketing_leads AS SELECT i AS row_id, i AS lead_id,"
+                    " 'lead' || i || '@example.com' AS email, 'Ada' AS first_name, 'Lovelace' AS last_name,"
+                    " 'Acme ' || (i % 97) AS company, 'spring' AS campaign, TIMESTAMP '2026-03-10' AS mql_at,"
+                    " TIMESTAMP '2026-03-10' + (i % 86400) * INTERVAL '1 second' AS updated_at"
+                    f" FROM range({ROWS}) t(i)")
+    return f"duckdb:///{path}"
+
+
+def _change(source_path, nth: int, round_no: int) -> None:
+    """A new version of every `nth` lead (offset by the round), newer than anything loaded."""
+    with duckdb.connect(str(source_path)) as con:
+        con.execute("INSERT INTO marketing_leads SELECT row_id + 10000000 * ?, lead_id, email, first_name, last_name,"
+                    " company, 'summer', mql_at, TIMESTAMP '2026-03-12' + ? * INTERVAL '1 minute'"
+                    " FROM marketing_leads WHERE lead_id % ? = ? AND campaign = 'spring'",
+                    (round_no, round_no, nth, round_no))
+
+
+def _load(wh_url: str, src_url: str, run_id: str):
+    return load_partition(Warehouse(wh_url), SqlSource(src_url, "marketing_leads", "marketing_automation"),
+                          load_contract("marketing_leads"), partition_key="all", window=EVERYTHING, run_id=run_id,
+                          lookback=timedelta(hours=1), progress=lambda m: None)
+
+
+def _raw_layout(url: str) -> tuple[int, int, int]:
+    with Warehouse(url).session() as s:
+        return layout(s)[RAW]
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    src = tmp_path / "src.duckdb"
+    wh = f"duckdb:///{tmp_path / 'wh.duckdb'}"
+    src_url = _source(src)
+    assert _load(wh, src_url, "full").rows_loaded == ROWS
+    return wh, src_url, src
+
+
+def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded):
+    wh, src_url, src = loaded
+    seen = []
+    groups = [_raw_layout(wh)[0]]
+    for i in range(1, 6):
+        _change(src, 10, i)  # a tenth of the leads each round: thins every row group quickly
+        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
+                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
+                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
+                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        assert r.rows_loaded == ROWS // 10
+        groups.append(_raw_layout(wh)[0])
+    assert seen == [0] * 5  # every load's commit ran with DuckDB's vacuum off
+    # each load appended its rows as a row group of its own, and no commit merged any
+    assert groups == [groups[0] + i for i in range(6)], groups
+    with Warehouse(wh).session() as s:  # reset after the commit: the instance may be shared
+        assert s.scalar("SELECT current_setting('max_vacuum_tasks')") == 100
+    with Warehouse(wh).transaction() as tx:  # other writers keep DuckDB's default
+        assert tx.scalar("SELECT current_setting('max_vacuum_tasks')") == 100
+
+
+def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded):
+    wh, src_url, src = loaded
+    for i in range(1, 6):
+        _change(src, 10, i)
+        _load(wh, src_url, f"re{i}")
+    before_rows = snapshot(wh)
+    groups, stored, live = _raw_layout(wh)
+    assert live == ROWS and stored == ROWS + 5 * ROWS // 10  # the replaced versions are still stored
+    r = compact(Warehouse(wh), run_by="test")
+    after_groups, after_stored, after_live = _raw_layout(wh)
+    assert after_live == live and snapshot(wh) == before_rows  # nothing lost, nothing changed
+    assert after_groups < groups and after_stored < stored, (groups, stored, after_groups, after_stored)
+    assert r.row_groups_after < r.row_groups_before and r.rows_reclaimed >= stored - after_stored > 0
+    with Warehouse(wh).session() as s:
+        rec = s.query("SELECT run_by, row_groups_before, row_groups_after, rows_stored_before, rows_stored_after,"
+                      " rows_live, finished_at IS NOT NULL FROM meshline.compactions")
+    assert rec == [("test", r.row_groups_before, r.row_groups_after, r.rows_stored_before, r.rows_stored_after,
+                    r.rows_live, True)]
+    # the next load after a compaction goes on as before
+    _change(src, 10, 6)
+    assert _load(wh, src_url, "re6").rows_loaded == ROWS // 10
+    assert _raw_layout(wh)[2] == ROWS
+
+
+def test_compact_on_postgres_does_nothing_and_says_why(pg_url):
+    r = compact(Warehouse(pg_url))
+    assert r.compaction_id is None and "autovacuum" in r.summary()
+
+
+def test_compact_command(loaded, monkeypatch, capsys):
+    from orchestration.cli import main
+
+    wh, _, _ = loaded
+    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", wh)
+    assert main(["compact"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("compacted ") and "row groups" in out
