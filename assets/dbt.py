@@ -89,13 +89,15 @@ def every_node_from_the_manifest() -> Iterator[None]:
 def build_dbt_assets(project: DbtProject, *, pool: str | None, dbt_vars: Mapping[str, object]):
     with every_node_from_the_manifest():
         @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool,
-                    required_resource_keys={"warehouse"})
-        def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+                    required_resource_keys={"dbt", "warehouse"})
+        def meshline_dbt(context: dg.AssetExecutionContext):
             # The loads leave DuckDB's row groups unmerged (assets/loading/compaction.py): merged here, before
             # dbt reads the raw tables, once per build rather than at some load's commit.
             from assets.loading.compaction import compact
 
-            context.log.info(compact(context.resources.warehouse.get(), run_by=f"dbt build {context.run_id}").summary())
+            done = compact(context.resources.warehouse.get(), run_by=f"dbt build {context.run.run_id}")
+            context.log.info(done.summary())
+            dbt: DbtCliResource = context.resources.dbt
             yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
 
     return meshline_dbt
