@@ -42,15 +42,20 @@ def test_successive_reruns_change_the_source_before_each_round_and_load_every_ta
     times = iter([9.0, 9.0, 0.1, 0.3, 0.2, 0.6, 0.3, 0.9])  # the untimed catch-up, then duckdb, postgres
     monkeypatch.setattr(bench, "_copy", lambda target, url, work, name: f"{target}-copy")
     monkeypatch.setattr(bench, "change_hundredth", lambda src, i: events.append(("change", i)))
-    monkeypatch.setattr(bench, "_child", lambda url, src, phase: (events.append((url, phase)),
-                                                                   {"seconds": next(times)})[1])
+    compaction = {"seconds": 0.5, "row_groups_before": 20, "row_groups_after": 9, "rows_reclaimed": 30}
+    monkeypatch.setattr(bench, "_child", lambda url, src, phase, what="_load": (
+        events.append((url, phase)), compaction if what == "_compact" else {"seconds": next(times)})[1])
     monkeypatch.setattr(bench, "_drop", lambda url: events.append(("drop", url)))
     recs = bench.successive_reruns({"duckdb": "duckdb:///w", "postgres": "postgresql+psycopg2://h/w"},
                                    "postgresql+psycopg2://src", tmp_path, rounds=3)
     assert events[:5] == [("duckdb-copy", "successive_0"), ("postgres-copy", "successive_0"), ("change", 1),
                           ("duckdb-copy", "successive_1"), ("postgres-copy", "successive_1")]
     assert [e for e in events if e[0] == "change"] == [("change", 1), ("change", 2), ("change", 3)]
-    assert events[-2:] == [("drop", "duckdb-copy"), ("drop", "postgres-copy")]
+    # DuckDB's copy is compacted after the last round (Postgres has nothing to compact), then both dropped
+    assert events[-3:] == [("duckdb-copy", "compact"), ("drop", "duckdb-copy"), ("drop", "postgres-copy")]
     duck, pg = recs
     assert duck["runs_seconds"] == [0.1, 0.2, 0.3] and duck["seconds"] == 0.2 and duck["mean_seconds"] == 0.2
+    assert duck["compact_seconds"] == 0.5 and duck["compact_row_groups"] == [20, 9]
+    assert duck["mean_seconds_with_compaction"] == round((0.1 + 0.2 + 0.3 + 0.5) / 3, 3)
+    assert "compact_seconds" not in pg
     assert pg["runs_seconds"] == [0.3, 0.6, 0.9] and pg["seconds"] == 0.6 and pg["phase"] == "incremental_1pct_successive"
