@@ -6,9 +6,9 @@ group of their own. Loads commit without DuckDB's vacuum (`Warehouse.transaction
 left on, every load's checkpoint merges whichever neighbouring row groups its deletes have thinned
 enough to fit in fewer, and a 1% re-run that happened to reach that point rewrote three or four whole
 row groups (360 k rows) and took 0.35-0.57 s instead of 0.12-0.16. `compact` runs that vacuum once, on
-every table, at a time chosen for it (`meshline compact`; the nightly hygiene's dbt build does it too,
-as DuckDB's checkpoint at the end of any other write does): thinned row groups are merged, the small
-ones loads appended are folded together, and the space of replaced versions is reused.
+every table, at a time chosen for it (`meshline compact`, and the dbt asset before every build; a commit
+of any other Meshline write, which keeps DuckDB's default, merges too): thinned row groups are merged,
+the small ones loads appended are folded together, and the space of replaced versions is reused.
 
 Postgres needs none of this: its loads replace rows in place and autovacuum reclaims dead tuples.
 """
