@@ -68,12 +68,12 @@ def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded):
     seen = []
     groups = [_raw_layout(wh)[0]]
     for i in range(1, 6):
-        _change(src, 10, i)  # a tenth of the leads each round: thins every row group quickly
+        _change(src, 20, i)  # a twentieth of the leads each round: a fifth replaced after five, under 30%
         r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
                            load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
                            run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
                            before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
-        assert r.rows_loaded == ROWS // 10
+        assert r.rows_loaded == ROWS // 20 and r.replaced_share == pytest.approx((i - 1) / (20 + i - 1), abs=0.01)
         groups.append(_raw_layout(wh)[0])
     assert seen == [0] * 5  # every load's commit ran with DuckDB's vacuum off
     # each load appended its rows as a row group of its own, and no commit merged any
@@ -84,14 +84,33 @@ def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded):
         assert tx.scalar("SELECT current_setting('max_vacuum_tasks')") == 100
 
 
+def test_a_load_that_finds_30_percent_of_the_table_replaced_runs_the_vacuum(loaded):
+    wh, src_url, src = loaded
+    seen, shares = [], []
+    for i in range(1, 7):
+        _change(src, 10, i)  # a tenth each round: 40 of 140 stored after four loads, 50 of 150 after five
+        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
+                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
+                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
+                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        shares.append(round(r.replaced_share, 2))
+        if i == 5:
+            stored_at_5 = _raw_layout(wh)[1]
+    # the share as the commits before each load left it: 0, 9%, 17%, 23%, 29%, then 33%
+    assert shares == [round(i / (10 + i), 2) for i in range(6)]
+    assert seen == [0, 0, 0, 0, 0, 100]  # the sixth finds 33% and commits with DuckDB's vacuum
+    groups, stored, live = _raw_layout(wh)
+    assert live == ROWS and stored < stored_at_5 + ROWS // 10, (stored, stored_at_5)  # replaced versions reclaimed
+
+
 def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded):
     wh, src_url, src = loaded
     for i in range(1, 6):
-        _change(src, 10, i)
+        _change(src, 20, i)
         _load(wh, src_url, f"re{i}")
     before_rows = snapshot(wh)
     groups, stored, live = _raw_layout(wh)
-    assert live == ROWS and stored == ROWS + 5 * ROWS // 10  # the replaced versions are still stored
+    assert live == ROWS and stored == ROWS + 5 * ROWS // 20  # the replaced versions are still stored
     r = compact(Warehouse(wh), run_by="test")
     after_groups, after_stored, after_live = _raw_layout(wh)
     assert after_live == live and snapshot(wh) == before_rows  # nothing lost, nothing changed
@@ -103,8 +122,8 @@ def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded):
     assert rec == [("test", r.row_groups_before, r.row_groups_after, r.rows_stored_before, r.rows_stored_after,
                     r.rows_live, True)]
     # the next load after a compaction goes on as before
-    _change(src, 10, 6)
-    assert _load(wh, src_url, "re6").rows_loaded == ROWS // 10
+    _change(src, 20, 6)
+    assert _load(wh, src_url, "re6").rows_loaded == ROWS // 20
     assert _raw_layout(wh)[2] == ROWS
 
 
