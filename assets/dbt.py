@@ -91,8 +91,8 @@ def build_dbt_assets(project: DbtProject, *, pool: str | None, dbt_vars: Mapping
         @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool,
                     required_resource_keys={"dbt", "warehouse"})
         def meshline_dbt(context: dg.AssetExecutionContext):
-            # The loads leave DuckDB's row groups unmerged (assets/loading/compaction.py): merged here, before
-            # dbt reads the raw tables, once per build rather than at some load's commit.
+            # Loads set to leave DuckDB's vacuum to a compaction (MESHLINE_DUCKDB_VACUUM_AT above 0) leave row
+            # groups unmerged (assets/loading/compaction.py): merged here, before dbt reads the raw tables.
             from assets.loading.compaction import compact
 
             done = compact(context.resources.warehouse.get(), run_by=f"dbt build {context.run.run_id}")

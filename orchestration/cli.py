@@ -20,7 +20,7 @@ commands:
   synthetic  run | prune: a synthetic end-to-end run scoring every failure mode (`meshline synthetic --help`)
   report   --out PATH: one static HTML file with the hygiene plots, readable offline
   audit    the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
-  compact  merge the DuckDB warehouse's row groups that loads leave (the nightly dbt build does it first)
+  compact  merge the DuckDB warehouse's row groups that loads leave (the dbt asset does it before each build)
 
 environment:
   MESHLINE_HOME            local state (default ./.meshline)

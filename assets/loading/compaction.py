@@ -2,13 +2,14 @@
 
 A DuckDB load replaces a changed row's stored version by deleting it and appending the new one, so
 each load leaves delete marks scattered over the table's row groups and appends its rows as a row
-group of their own. Loads commit without DuckDB's vacuum (`Warehouse.transaction(vacuum=False)`):
-left on, every load's checkpoint merges whichever neighbouring row groups its deletes have thinned
-enough to fit in fewer, and a 1% re-run that happened to reach that point rewrote three or four whole
-row groups (360 k rows) and took 0.35-0.57 s instead of 0.12-0.16. `compact` runs that vacuum once, on
-every table, at a time chosen for it (`meshline compact`, and the dbt asset before every build; a commit
-of any other Meshline write, which keeps DuckDB's default, merges too): thinned row groups are merged,
-the small ones loads appended are folded together, and the space of replaced versions is reused.
+group of their own. By default every load's commit runs DuckDB's vacuum, which merges row groups that
+fit in fewer; with MESHLINE_DUCKDB_VACUUM_AT above 0 (`assets.loading.loader._vacuum_at`) loads commit
+without it until that share of a table is replaced versions. Left on, the vacuum can make one small
+load pay for a large merge: on a million-row table re-loaded with 1% changes, a commit that found four
+thinned row groups fitting in three rewrote them (360 k rows; 0.35-0.57 s instead of 0.12-0.16).
+`compact` runs that vacuum once, on every table, at a time chosen for it (`meshline compact`, and the
+dbt asset before every build): thinned row groups are merged, the small ones loads appended are folded
+together, and the space of replaced versions is reused.
 
 Postgres needs none of this: its loads replace rows in place and autovacuum reclaims dead tuples.
 """

@@ -102,13 +102,26 @@ class LoadResult:
 
 PG_RANDOM_PAGE_COST = os.environ.get("MESHLINE_PG_RANDOM_PAGE_COST", "1.1")
 
-# DuckDB loads commit without DuckDB's vacuum (`Warehouse.transaction(vacuum=False)`, and why there), so the
-# versions they replace stay stored, marked deleted, until a compaction (assets/loading/compaction.py) or a
-# load that finds them at this share of the raw table's stored rows: that load's commit runs the vacuum,
-# which merges the thinned row groups (at 30% spread evenly, every four fit in three). Without the bound a
-# table whose keys change daily grows without end between compactions: a year of daily billing
-# subscription loads (2.3 M versions of 100 k keys) kept them all, every load scanning past them.
-DUCKDB_VACUUM_AT = 0.3
+# DuckDB's vacuum at a load's commit (MESHLINE_DUCKDB_VACUUM_AT). At 0, the default, every load's commit runs
+# it, as DuckDB does: it merges the small row groups daily loads append and the row groups replaced
+# versions have thinned. Above 0, loads commit without it (`Warehouse.transaction(vacuum=False)`, and why
+# there) until this share of the raw table's stored rows are replaced versions, and the compaction before
+# each dbt build (assets/loading/compaction.py) does that work. Measured both ways (make bench, one machine,
+# one day): ten 1% re-runs in a row on a million-row table, mean 0.198 s at 0 against 0.133 at 0.3, where
+# some commits at 0 merged four thinned row groups into three (0.35-0.57 s); a year of daily loads of the
+# six boundaries (364 loads each, no dbt build between), 485 s at 0 against 629 at 0.3, the small row
+# groups piling up (and 813 s with no vacuum at all); the nightly hygiene 61 s against 67. Daily
+# partitions are what Meshline loads, so the default is 0; 0.3 suits large tables re-loaded often.
+def _vacuum_at() -> float:
+    raw = os.environ.get("MESHLINE_DUCKDB_VACUUM_AT", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"MESHLINE_DUCKDB_VACUUM_AT must be a share from 0 (vacuum at every commit) to below 1,"
+                         f" not {raw!r}")
+    return value
 
 
 def _page_cost() -> float:
@@ -283,14 +296,14 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
 
 def _vacuum_if_thinned(tx: Tx, contract: Contract) -> float:
     """DuckDB: the share of the raw table's stored rows that are replaced versions (marked deleted), as the
-    commits before this load left it (the catalog's row count is the committed one); at `DUCKDB_VACUUM_AT`
+    commits before this load left it (the catalog's row count is the committed one); at `_vacuum_at()`
     or more, this transaction's commit runs DuckDB's vacuum. Under a millisecond on a million rows."""
     stored, live = tx.query(
         "SELECT (SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
         f" AND schema_name = ? AND table_name = ?), (SELECT count(*) FROM {raw_table(contract)})",
         (RAW_SCHEMA, contract.name))[0]
     replaced = (stored - live) / stored if stored else 0.0
-    if replaced >= DUCKDB_VACUUM_AT and not tx.vacuum:
+    if replaced >= _vacuum_at() and not tx.vacuum:
         tx.execute("RESET max_vacuum_tasks")
         tx.vacuum = True
     return replaced
@@ -392,7 +405,7 @@ def _validated(chunks: Iterator[pa.Table], contract: Contract,
 
 
 def _open_early(warehouse: Warehouse, source: Source, contract: Contract, partition_key: str,
-                full_refresh: bool) -> tuple[Opening, datetime] | None:
+                full_refresh: bool, vacuum: bool = True) -> tuple[Opening, datetime] | None:
     """A small re-run spends as long opening DuckDB (its catalog: 17-50 ms in a fresh process) as reading
     its change from the source. When the warehouse remembers the watermark this partition's last load
     committed, the warehouse opens on another thread from the load's start, before the preflight (and
@@ -405,7 +418,7 @@ def _open_early(warehouse: Warehouse, source: Source, contract: Contract, partit
     hint = warehouse.watermark_hint(contract.name, partition_key)
     if hint is None:
         return None
-    return warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key), vacuum=False), hint
+    return warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key), vacuum=vacuum), hint
 
 
 def _read_ahead(opening: Opening, hint: datetime, source: Source, contract: Contract, read_cols: list[str],
@@ -456,7 +469,8 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    opened = _open_early(warehouse, source, contract, partition_key, full_refresh)
+    vacuum = _vacuum_at() == 0  # a bad MESHLINE_DUCKDB_VACUUM_AT fails here, before anything is read
+    opened = _open_early(warehouse, source, contract, partition_key, full_refresh, vacuum)
     try:
         read_cols, missing_optional, unknown = preflight(source, contract)
         result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
@@ -473,7 +487,7 @@ def load_partition(
             opened[0].discard()
         raise
 
-    with _closing(early), warehouse.transaction(early.opening if early else None, vacuum=False) as tx:
+    with _closing(early), warehouse.transaction(early.opening if early else None, vacuum=vacuum) as tx:
         if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
             # The merge probes the raw table's key index for each staged row; at Postgres's default cost
             # (4, a spinning disk's) the planner scans the whole table instead: a 1% re-run's DELETE took
@@ -622,7 +636,7 @@ def load_partition(
              result.rows_superseded, result.rows_dead_lettered, result.rows_held, wm_from, wm_to,
              contract.version, run_id,
              result.started_at, result.finished_at))
-        if tx.dialect == "duckdb" and result.rows_loaded:
+        if tx.dialect == "duckdb" and result.rows_loaded and not tx.vacuum:
             result.replaced_share = _vacuum_if_thinned(tx, contract)
             if tx.vacuum:
                 say(f"{asset} {partition_key}: {result.replaced_share:.0%} of {raw_t}'s stored rows are versions"

@@ -398,8 +398,8 @@ class Warehouse:
         """One transaction, on a new connection or the one `open_in_background` began; committed if the
         block ends normally, else rolled back; the connection closed after.
 
-        `vacuum=False` (DuckDB; the loads): the commit's checkpoint writes what the transaction changed and
-        merges no row groups. DuckDB merges adjacent row groups that deletes have thinned enough to fit in
+        `vacuum=False` (DuckDB; loads with MESHLINE_DUCKDB_VACUUM_AT above 0): the commit's checkpoint writes
+        what the transaction changed and merges no row groups. DuckDB merges adjacent row groups that deletes have thinned enough to fit in
         fewer at every checkpoint; a load's scattered replacements bring groups there every few loads,
         and such a commit rewrote three or four whole row groups (360 k rows: a 1% re-run 0.35-0.57 s
         instead of 0.12-0.16). `compact()` merges them instead, at a time chosen for it."""

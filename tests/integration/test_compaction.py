@@ -1,9 +1,9 @@
-"""DuckDB loads leave row groups unmerged; `compact` merges them (assets/loading/compaction.py).
+"""DuckDB's vacuum at a load's commit, and the compaction that does its work when loads skip it.
 
 A load replaces a changed row's version by a delete and an append, so loads leave delete marks and small
-appended row groups behind. With DuckDB's vacuum on, some loads' commits merged thinned row groups
-(rewriting up to four of them); loads now commit with it off, and compaction does that work once, at a
-time chosen for it (`meshline compact`, and before each dbt build)."""
+appended row groups behind. By default each load's commit runs DuckDB's vacuum, which merges them; with
+MESHLINE_DUCKDB_VACUUM_AT above 0 loads skip it until that share of the table is replaced versions, and
+compaction (`meshline compact`, and before each dbt build) does that work once (assets/loading/compaction.py)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def _raw_layout(url: str) -> tuple[int, int, int]:
 
 
 @pytest.fixture
+def deferred(monkeypatch):
+    """Loads that leave the vacuum to the compaction until 30% of a table is replaced versions."""
+    monkeypatch.setenv("MESHLINE_DUCKDB_VACUUM_AT", "0.3")
+
+
+@pytest.fixture
 def loaded(tmp_path):
     src = tmp_path / "src.duckdb"
     wh = f"duckdb:///{tmp_path / 'wh.duckdb'}"
@@ -63,7 +69,7 @@ def loaded(tmp_path):
     return wh, src_url, src
 
 
-def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded):
+def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded, deferred):
     wh, src_url, src = loaded
     seen = []
     groups = [_raw_layout(wh)[0]]
@@ -84,7 +90,7 @@ def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded):
         assert tx.scalar("SELECT current_setting('max_vacuum_tasks')") == 100
 
 
-def test_a_load_that_finds_30_percent_of_the_table_replaced_runs_the_vacuum(loaded):
+def test_a_load_that_finds_30_percent_of_the_table_replaced_runs_the_vacuum(loaded, deferred):
     wh, src_url, src = loaded
     seen, shares = [], []
     for i in range(1, 7):
@@ -103,7 +109,7 @@ def test_a_load_that_finds_30_percent_of_the_table_replaced_runs_the_vacuum(load
     assert live == ROWS and stored < stored_at_5 + ROWS // 10, (stored, stored_at_5)  # replaced versions reclaimed
 
 
-def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded):
+def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded, deferred):
     wh, src_url, src = loaded
     for i in range(1, 6):
         _change(src, 20, i)
@@ -125,6 +131,32 @@ def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded):
     _change(src, 20, 6)
     assert _load(wh, src_url, "re6").rows_loaded == ROWS // 20
     assert _raw_layout(wh)[2] == ROWS
+
+
+def test_by_default_every_load_commits_with_duckdbs_vacuum(loaded):
+    wh, src_url, src = loaded
+    seen, groups = [], []
+    for i in range(1, 6):
+        _change(src, 10, i)
+        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
+                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
+                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
+                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        assert r.replaced_share is None  # not looked at: the vacuum runs anyway
+        groups.append(_raw_layout(wh)[0])
+    assert seen == [100] * 5
+    assert groups != [groups[0] + i for i in range(5)], groups  # the small appended row groups were merged
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "lots"])
+def test_a_bad_vacuum_setting_is_refused_before_anything_is_read(loaded, monkeypatch, value):
+    wh, src_url, src = loaded
+    monkeypatch.setenv("MESHLINE_DUCKDB_VACUUM_AT", value)
+    _change(src, 10, 1)
+    with pytest.raises(ValueError, match="MESHLINE_DUCKDB_VACUUM_AT must be a share"):
+        _load(wh, src_url, "bad")
+    monkeypatch.delenv("MESHLINE_DUCKDB_VACUUM_AT")
+    assert _load(wh, src_url, "good").rows_loaded == ROWS // 10  # nothing was taken by the refused load
 
 
 def test_compact_on_postgres_does_nothing_and_says_why(pg_url):
