@@ -82,7 +82,9 @@ class LoadResult:
     rows_dead_lettered: int = 0
     rows_held: int = 0
     dead_letters_resolved: int = 0  # open dead letters whose record this load read again, now valid
-    replaced_share: float | None = None  # DuckDB: replaced versions / stored rows of the raw table, at commit
+    # DuckDB with MESHLINE_DUCKDB_VACUUM_AT above 0: replaced versions / stored rows of the raw table, as the
+    # loads before this one left it (None when not looked at)
+    replaced_share: float | None = None
     unknown_columns: tuple[str, ...] = ()
     missing_optional: tuple[str, ...] = ()
     watermark_from: datetime | None = None
