@@ -43,10 +43,17 @@ def _change(source_path, nth: int, round_no: int) -> None:
                     (round_no, round_no, nth, round_no))
 
 
-def _load(wh_url: str, src_url: str, run_id: str):
+def _load(wh_url: str, src_url: str, run_id: str, vacuum_tasks_seen: list | None = None):
+    """One load; DuckDB's max_vacuum_tasks as its commit will see it appended to `vacuum_tasks_seen`."""
+    seen = vacuum_tasks_seen
+
+    def before_commit(tx):
+        if seen is not None:
+            seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')"))
+
     return load_partition(Warehouse(wh_url), SqlSource(src_url, "marketing_leads", "marketing_automation"),
                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING, run_id=run_id,
-                          lookback=timedelta(hours=1), progress=lambda m: None)
+                          lookback=timedelta(hours=1), progress=lambda m: None, before_commit=before_commit)
 
 
 def _raw_layout(url: str) -> tuple[int, int, int]:
@@ -75,10 +82,7 @@ def test_loads_commit_without_merging_and_leave_the_setting_as_it_was(loaded, de
     groups = [_raw_layout(wh)[0]]
     for i in range(1, 6):
         _change(src, 20, i)  # a twentieth of the leads each round: a fifth replaced after five, under 30%
-        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
-                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
-                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
-                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        r = _load(wh, src_url, f"re{i}", vacuum_tasks_seen=seen)
         assert r.rows_loaded == ROWS // 20 and r.replaced_share == pytest.approx((i - 1) / (20 + i - 1), abs=0.01)
         groups.append(_raw_layout(wh)[0])
     assert seen == [0] * 5  # every load's commit ran with DuckDB's vacuum off
@@ -95,10 +99,7 @@ def test_a_load_that_finds_30_percent_of_the_table_replaced_runs_the_vacuum(load
     seen, shares = [], []
     for i in range(1, 7):
         _change(src, 10, i)  # a tenth each round: 40 of 140 stored after four loads, 50 of 150 after five
-        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
-                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
-                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
-                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        r = _load(wh, src_url, f"re{i}", vacuum_tasks_seen=seen)
         shares.append(round(r.replaced_share, 2))
         if i == 5:
             stored_at_5 = _raw_layout(wh)[1]
@@ -138,10 +139,7 @@ def test_by_default_every_load_commits_with_duckdbs_vacuum(loaded):
     seen, groups = [], []
     for i in range(1, 6):
         _change(src, 10, i)
-        r = load_partition(Warehouse(wh), SqlSource(src_url, "marketing_leads", "marketing_automation"),
-                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING,
-                           run_id=f"re{i}", lookback=timedelta(hours=1), progress=lambda m: None,
-                           before_commit=lambda tx: seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')")))
+        r = _load(wh, src_url, f"re{i}", vacuum_tasks_seen=seen)
         assert r.replaced_share is None  # not looked at: the vacuum runs anyway
         groups.append(_raw_layout(wh)[0])
     assert seen == [100] * 5
