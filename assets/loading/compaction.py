@@ -65,6 +65,11 @@ def layout(tx: Tx) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _totals(per_table: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
+    """Row groups, rows stored and live rows summed over the tables of a `layout`."""
+    return tuple(sum(column) for column in zip(*per_table.values(), strict=True)) or (0, 0, 0)
+
+
 def compact(warehouse: Warehouse, run_by: str = "meshline compact") -> Compaction:
     """Merge the warehouse's row groups (DuckDB); recorded in meshline.compactions. Nothing for Postgres."""
     if warehouse.dialect != "duckdb":
@@ -78,17 +83,13 @@ def compact(warehouse: Warehouse, run_by: str = "meshline compact") -> Compactio
         ensure_meta(tx)
         before = layout(tx)
         result.tables = len(before)
-        result.row_groups_before = sum(g for g, _, _ in before.values())
-        result.rows_stored_before = sum(s for _, s, _ in before.values())
-        result.rows_live = sum(n for _, _, n in before.values())
+        result.row_groups_before, result.rows_stored_before, result.rows_live = _totals(before)
         tx.execute(f"INSERT INTO {META_SCHEMA}.compactions (compaction_id, started_at, run_by, tables,"
                    " row_groups_before, rows_stored_before, rows_live) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (result.compaction_id, utcnow(), run_by, result.tables, result.row_groups_before,
                     result.rows_stored_before, result.rows_live))
     with warehouse.transaction(vacuum=False) as tx:  # the record's figures; no second merge pass
-        after = layout(tx)
-        result.row_groups_after = sum(g for g, _, _ in after.values())
-        result.rows_stored_after = sum(s for _, s, _ in after.values())
+        result.row_groups_after, result.rows_stored_after, _ = _totals(layout(tx))
         result.seconds = time.perf_counter() - t0
         tx.execute(f"UPDATE {META_SCHEMA}.compactions SET finished_at = ?, row_groups_after = ?,"
                    " rows_stored_after = ? WHERE compaction_id = ?",

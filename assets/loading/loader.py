@@ -296,16 +296,16 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
 
 
-def _vacuum_if_thinned(tx: Tx, contract: Contract) -> float:
+def _vacuum_if_thinned(tx: Tx, contract: Contract, vacuum_at: float) -> float:
     """DuckDB: the share of the raw table's stored rows that are replaced versions (marked deleted), as the
-    commits before this load left it (the catalog's row count is the committed one); at `_vacuum_at()`
-    or more, this transaction's commit runs DuckDB's vacuum. Under a millisecond on a million rows."""
+    commits before this load left it (the catalog's row count is the committed one); at `vacuum_at` or
+    more, this transaction's commit runs DuckDB's vacuum. Under a millisecond on a million rows."""
     stored, live = tx.query(
         "SELECT (SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
         f" AND schema_name = ? AND table_name = ?), (SELECT count(*) FROM {raw_table(contract)})",
         (RAW_SCHEMA, contract.name))[0]
     replaced = (stored - live) / stored if stored else 0.0
-    if replaced >= _vacuum_at() and not tx.vacuum:
+    if replaced >= vacuum_at and not tx.vacuum:
         tx.execute("RESET max_vacuum_tasks")
         tx.vacuum = True
     return replaced
@@ -471,7 +471,8 @@ def load_partition(
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    vacuum = _vacuum_at() == 0  # a bad MESHLINE_DUCKDB_VACUUM_AT fails here, before anything is read
+    vacuum_at = _vacuum_at()  # a bad MESHLINE_DUCKDB_VACUUM_AT fails here, before anything is read
+    vacuum = vacuum_at == 0
     opened = _open_early(warehouse, source, contract, partition_key, full_refresh, vacuum)
     try:
         read_cols, missing_optional, unknown = preflight(source, contract)
@@ -639,7 +640,7 @@ def load_partition(
              contract.version, run_id,
              result.started_at, result.finished_at))
         if tx.dialect == "duckdb" and result.rows_loaded and not tx.vacuum:
-            result.replaced_share = _vacuum_if_thinned(tx, contract)
+            result.replaced_share = _vacuum_if_thinned(tx, contract, vacuum_at)
             if tx.vacuum:
                 say(f"{asset} {partition_key}: {result.replaced_share:.0%} of {raw_t}'s stored rows are versions"
                     " replaced since its last compaction: this load's commit merges its row groups")
