@@ -273,6 +273,8 @@ def _copy(target: str, url: str, work: Path, name: str) -> str:
         _remove_duckdb(copy)
         original = Path(url[len("duckdb:///"):])
         shutil.copyfile(original, copy)
+        if Path(f"{original}.wal").exists():  # commits not yet checkpointed into the file
+            shutil.copyfile(f"{original}.wal", f"{copy}.wal")
         if _hints(original).is_dir():
             shutil.copytree(_hints(original), _hints(copy))
         return f"duckdb:///{copy}"

@@ -2,14 +2,16 @@
 
 A DuckDB load replaces a changed row's stored version by deleting it and appending the new one, so
 each load leaves delete marks scattered over the table's row groups and appends its rows as a row
-group of their own. By default every load's commit runs DuckDB's vacuum, which merges row groups that
-fit in fewer; with MESHLINE_DUCKDB_VACUUM_AT above 0 (`assets.loading.loader._vacuum_at`) loads commit
-without it until that share of a table is replaced versions. Left on, the vacuum can make one small
-load pay for a large merge: on a million-row table re-loaded with 1% changes, a commit that found four
-thinned row groups fitting in three rewrote them (360 k rows; 0.35-0.57 s instead of 0.12-0.16).
-`compact` runs that vacuum once, on every table, at a time chosen for it (`meshline compact`, and the
-dbt asset before every build): thinned row groups are merged, the small ones loads appended are folded
-together, and the space of replaced versions is reused.
+group of their own. A load's commit goes to DuckDB's write-ahead log; the commit that finds the log past
+MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD (`assets.loading.warehouse.checkpoint_threshold`) checkpoints it
+into the database file, and by default runs DuckDB's vacuum, which merges row groups that fit in fewer;
+with MESHLINE_DUCKDB_VACUUM_AT above 0 (`assets.loading.loader._vacuum_at`) loads checkpoint without it
+until that share of a table is replaced versions. Left on, the vacuum can make one small load pay for a
+large merge: on a million-row table re-loaded with 1% changes and a checkpoint at every commit, a
+commit that found four thinned row groups fitting in three rewrote them (360 k rows; 0.35-0.57 s instead
+of 0.12-0.16). `compact` checkpoints the log and runs that vacuum once, on every table, at a time chosen
+for it (`meshline compact`, and the dbt asset before every build): thinned row groups are merged, the
+small ones loads appended are folded together, and the space of replaced versions is reused.
 
 Postgres needs none of this: its loads replace rows in place and autovacuum reclaims dead tuples.
 """
@@ -77,9 +79,10 @@ def compact(warehouse: Warehouse, run_by: str = "meshline compact") -> Compactio
                                      " dead tuples; nothing to compact")
     t0 = time.perf_counter()
     result = Compaction(uuid.uuid4().hex)
-    # The commit's checkpoint does the work: with vacuum on, DuckDB considers every table's row groups for
-    # merging, not only those this transaction wrote. The record is the write that makes it a checkpoint.
-    with warehouse.transaction(vacuum=True) as tx:
+    # The commit's checkpoint does the work: it writes what the write-ahead log holds into the database
+    # file, and with vacuum on DuckDB considers every table's row groups for merging, not only those this
+    # transaction wrote. The record is the write that makes the commit one.
+    with warehouse.transaction(vacuum=True, checkpoint=True) as tx:
         ensure_meta(tx)
         before = layout(tx)
         result.tables = len(before)
@@ -88,7 +91,8 @@ def compact(warehouse: Warehouse, run_by: str = "meshline compact") -> Compactio
                    " row_groups_before, rows_stored_before, rows_live) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (result.compaction_id, utcnow(), run_by, result.tables, result.row_groups_before,
                     result.rows_stored_before, result.rows_live))
-    with warehouse.transaction(vacuum=False) as tx:  # the record's figures; no second merge pass
+    # the record's figures, written into the file too (no log left behind); no second merge pass
+    with warehouse.transaction(vacuum=False, checkpoint=True) as tx:
         result.row_groups_after, result.rows_stored_after, _ = _totals(layout(tx))
         result.seconds = time.perf_counter() - t0
         tx.execute(f"UPDATE {META_SCHEMA}.compactions SET finished_at = ?, row_groups_after = ?,"

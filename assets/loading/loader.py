@@ -51,7 +51,7 @@ from assets.loading.ddl import (
     utcnow,
 )
 from assets.loading.redaction import json_safe, redact_value, redaction_key
-from assets.loading.warehouse import SQL_TYPES, Opening, Tx, Warehouse, ident
+from assets.loading.warehouse import SQL_TYPES, Opening, Tx, Warehouse, checkpoint_threshold, ident
 from assets.loading.watermark import ExtractBounds, Window, advance, extract_bounds
 from assets.sources.base import Source
 from expectations.contract import Contract
@@ -104,16 +104,17 @@ class LoadResult:
 
 PG_RANDOM_PAGE_COST = os.environ.get("MESHLINE_PG_RANDOM_PAGE_COST", "1.1")
 
-# DuckDB's vacuum at a load's commit (MESHLINE_DUCKDB_VACUUM_AT). At 0, the default, every load's commit runs
-# it, as DuckDB does: it merges the small row groups daily loads append and the row groups replaced
-# versions have thinned. Above 0, loads commit without it (`Warehouse.transaction(vacuum=False)`, and why
-# there) until this share of the raw table's stored rows are replaced versions, and the compaction before
-# each dbt build (assets/loading/compaction.py) does that work. Measured both ways (make bench, one machine,
-# one day): ten 1% re-runs in a row on a million-row table, mean 0.198 s at 0 against 0.133 at 0.3, where
-# some commits at 0 merged four thinned row groups into three (0.35-0.57 s); a year of daily loads of the
-# six boundaries (364 loads each, no dbt build between), 485 s at 0 against 629 at 0.3, the small row
-# groups piling up (and 813 s with no vacuum at all); the nightly hygiene 61 s against 67. Daily
-# partitions are what Meshline loads, so the default is 0; 0.3 suits large tables re-loaded often.
+# DuckDB's vacuum at the checkpoint a load's commit makes (MESHLINE_DUCKDB_VACUUM_AT; a commit checkpoints when
+# the write-ahead log passes `checkpoint_threshold()`). At 0, the default, every such checkpoint runs it, as
+# DuckDB does: it merges the small row groups daily loads append and the row groups replaced versions have
+# thinned. Above 0, loads checkpoint without it (`Warehouse.transaction(vacuum=False)`, and why there) until
+# this share of the raw table's stored rows are replaced versions, and the compaction before each dbt build
+# (assets/loading/compaction.py) does that work. Measured both ways when every commit checkpointed (make
+# bench, one machine, one day): ten 1% re-runs in a row on a million-row table, mean 0.198 s at 0 against
+# 0.133 at 0.3, where some commits at 0 merged four thinned row groups into three (0.35-0.57 s); a year of
+# daily loads of the six boundaries (364 loads each, no dbt build between), 485 s at 0 against 629 at 0.3,
+# the small row groups piling up (and 813 s with no vacuum at all); the nightly hygiene 61 s against 67.
+# Daily partitions are what Meshline loads, so the default is 0; 0.3 suits large tables re-loaded often.
 def _vacuum_at() -> float:
     raw = os.environ.get("MESHLINE_DUCKDB_VACUUM_AT", "0")
     try:
@@ -472,6 +473,8 @@ def load_partition(
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
     vacuum_at = _vacuum_at()  # a bad MESHLINE_DUCKDB_VACUUM_AT fails here, before anything is read
+    if warehouse.dialect == "duckdb":
+        checkpoint_threshold()  # and so does a bad MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD
     vacuum = vacuum_at == 0
     opened = _open_early(warehouse, source, contract, partition_key, full_refresh, vacuum)
     try:

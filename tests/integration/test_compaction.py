@@ -1,13 +1,17 @@
-"""DuckDB's vacuum at a load's commit, and the compaction that does its work when loads skip it.
+"""DuckDB's write-ahead log and checkpoints, the vacuum a checkpoint runs, and the compaction.
 
+A load's commit goes to DuckDB's write-ahead log, and no Meshline connection checkpoints when it closes;
+the commit that finds the log past MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD checkpoints it into the file.
 A load replaces a changed row's version by a delete and an append, so loads leave delete marks and small
-appended row groups behind. By default each load's commit runs DuckDB's vacuum, which merges them; with
+appended row groups behind. By default each checkpoint runs DuckDB's vacuum, which merges them; with
 MESHLINE_DUCKDB_VACUUM_AT above 0 loads skip it until that share of the table is replaced versions, and
-compaction (`meshline compact`, and before each dbt build) does that work once (assets/loading/compaction.py)."""
+compaction (`meshline compact`, and before each dbt build) checkpoints the log and does that work once
+(assets/loading/compaction.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -43,13 +47,16 @@ def _change(source_path, nth: int, round_no: int) -> None:
                     (round_no, round_no, nth, round_no))
 
 
-def _load(wh_url: str, src_url: str, run_id: str, vacuum_tasks_seen: list | None = None):
-    """One load; DuckDB's max_vacuum_tasks as its commit will see it appended to `vacuum_tasks_seen`."""
-    seen = vacuum_tasks_seen
+def _load(wh_url: str, src_url: str, run_id: str, vacuum_tasks_seen: list | None = None,
+          thresholds_seen: list | None = None):
+    """One load; DuckDB's max_vacuum_tasks and checkpoint_threshold as its commit will see them appended to
+    `vacuum_tasks_seen` and `thresholds_seen`."""
 
     def before_commit(tx):
-        if seen is not None:
-            seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')"))
+        if vacuum_tasks_seen is not None:
+            vacuum_tasks_seen.append(tx.scalar("SELECT current_setting('max_vacuum_tasks')"))
+        if thresholds_seen is not None:
+            thresholds_seen.append(tx.scalar("SELECT current_setting('checkpoint_threshold')"))
 
     return load_partition(Warehouse(wh_url), SqlSource(src_url, "marketing_leads", "marketing_automation"),
                           load_contract("marketing_leads"), partition_key="all", window=EVERYTHING, run_id=run_id,
@@ -61,8 +68,22 @@ def _raw_layout(url: str) -> tuple[int, int, int]:
         return layout(s)[RAW]
 
 
+def _log(url: str) -> Path:
+    return Path(f"{url[len('duckdb:///'):]}.wal")
+
+
+def _log_size(url: str) -> int:
+    return _log(url).stat().st_size if _log(url).exists() else 0
+
+
 @pytest.fixture
-def deferred(monkeypatch):
+def checkpointing(monkeypatch):
+    """Every commit checkpoints: the row groups a load leaves are in the file when it ends."""
+    monkeypatch.setenv("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", "0b")
+
+
+@pytest.fixture
+def deferred(monkeypatch, checkpointing):
     """Loads that leave the vacuum to the compaction until 30% of a table is replaced versions."""
     monkeypatch.setenv("MESHLINE_DUCKDB_VACUUM_AT", "0.3")
 
@@ -134,7 +155,7 @@ def test_compact_merges_row_groups_keeps_every_row_and_records_itself(loaded, de
     assert _raw_layout(wh)[2] == ROWS
 
 
-def test_by_default_every_load_commits_with_duckdbs_vacuum(loaded):
+def test_by_default_every_checkpoint_runs_duckdbs_vacuum(loaded, checkpointing):
     wh, src_url, src = loaded
     seen, groups = [], []
     for i in range(1, 6):
@@ -144,6 +165,64 @@ def test_by_default_every_load_commits_with_duckdbs_vacuum(loaded):
         groups.append(_raw_layout(wh)[0])
     assert seen == [100] * 5
     assert groups != [groups[0] + i for i in range(5)], groups  # the small appended row groups were merged
+
+
+def test_a_small_load_commits_to_the_log_and_keeps_it_past_its_close(loaded):
+    wh, src_url, src = loaded
+    compact(Warehouse(wh))  # whatever the full load left in the log, now in the file
+    assert _log_size(wh) == 0
+    sizes, thresholds = [], []
+    for i in range(1, 3):
+        _change(src, 50, i)  # 3,000 leads: about half a MiB of log each
+        assert _load(wh, src_url, f"re{i}", thresholds_seen=thresholds).rows_loaded == ROWS // 50
+        sizes.append(_log_size(wh))  # the load's connection is closed: this is what is on disk
+    assert thresholds == ["4.0 MiB"] * 2  # the default: each load logs well under it
+    assert 0 < sizes[0] < sizes[1], sizes  # each commit appended to the log; no close checkpointed it
+    # durable as it stands: a new instance (read-only, so it cannot checkpoint) replays the log from disk
+    with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
+        assert con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone() \
+            == (ROWS, 2 * ROWS // 50)
+    with Warehouse(wh).session() as s:  # nor does a Meshline session's close
+        assert s.scalar(f"SELECT count(*) FROM {RAW}") == ROWS
+    assert _log_size(wh) == sizes[1]
+
+
+def test_the_commit_that_finds_the_log_past_the_threshold_checkpoints_it(loaded, monkeypatch):
+    wh, src_url, src = loaded
+    compact(Warehouse(wh))
+    _change(src, 10, 1)
+    _load(wh, src_url, "re1")
+    logged = _log_size(wh)
+    assert logged > 0
+    monkeypatch.setenv("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", f"{logged}b")  # the next commit passes it
+    _change(src, 10, 2)
+    assert _load(wh, src_url, "re2").rows_loaded == ROWS // 10
+    assert _log_size(wh) == 0  # everything the log held is in the database file
+    with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
+        assert con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone() \
+            == (ROWS, 2 * ROWS // 10)
+
+
+def test_compaction_checkpoints_the_log_and_keeps_every_row(loaded):
+    wh, src_url, src = loaded
+    for i in range(1, 4):
+        _change(src, 10, i)
+        _load(wh, src_url, f"re{i}")
+    assert _log_size(wh) > 0
+    before = snapshot(wh)
+    compact(Warehouse(wh), run_by="test")
+    assert _log_size(wh) == 0 and snapshot(wh) == before
+
+
+@pytest.mark.parametrize("value", ["lots", "-1MB", "16 parsecs", ""])
+def test_a_bad_checkpoint_threshold_is_refused_before_anything_is_read(loaded, monkeypatch, value):
+    wh, src_url, src = loaded
+    monkeypatch.setenv("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", value)
+    _change(src, 10, 1)
+    with pytest.raises(ValueError, match="MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD must be a size"):
+        _load(wh, src_url, "bad")
+    monkeypatch.delenv("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD")
+    assert _load(wh, src_url, "good").rows_loaded == ROWS // 10  # nothing was taken by the refused load
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1", "lots"])

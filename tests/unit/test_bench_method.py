@@ -59,3 +59,18 @@ def test_successive_reruns_change_the_source_before_each_round_and_load_every_ta
     assert duck["mean_seconds_with_compaction"] == round((0.1 + 0.2 + 0.3 + 0.5) / 3, 3)
     assert "compact_seconds" not in pg
     assert pg["runs_seconds"] == [0.3, 0.6, 0.9] and pg["seconds"] == 0.6 and pg["phase"] == "incremental_1pct_successive"
+
+
+def test_a_warehouse_copy_keeps_the_commits_still_in_duckdbs_log(tmp_path: Path):
+    import duckdb
+
+    original = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(original)) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS i FROM range(10)")
+        con.execute("CHECKPOINT")
+        con.execute("PRAGMA disable_checkpoint_on_shutdown")  # as Meshline's connections
+        con.execute("INSERT INTO t SELECT range FROM range(10, 100)")  # committed to the log only
+    assert (tmp_path / "wh.duckdb.wal").stat().st_size > 0
+    copy = bench._copy("duckdb", f"duckdb:///{original}", tmp_path, "c")
+    with duckdb.connect(copy[len("duckdb:///"):], read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM t").fetchone() == (100,)
