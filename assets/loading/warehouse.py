@@ -40,17 +40,19 @@ _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORE
 # (DuckDB's vacuum). Meshline's connections never checkpoint when they close (DuckDB's do by default), so
 # the next connection replays the log (a load does it on the thread that opens the warehouse, beside its
 # source read); `meshline compact` and the dbt asset's compaction checkpoint it. Measured (make bench's
-# million-row table and its year of daily loads, one machine, one day): a 1% re-run's commit 7-8 ms
-# against 18-25 for a checkpoint, the re-run 0.098 s against 0.120 (median of 10 alternating); twenty 1%
-# loads in a row, mean 0.151 s against 0.153 (the checkpoints come every third load instead); a year of
-# daily loads of six boundaries 480 s against 470, the nightly hygiene 62.2 s against 60.7. At 16MB
-# (DuckDB's default) that year took 531 s: every load replayed up to 16 MB, and a million-row full load
-# left 13 MB of log (its 20k dead letters) for the next connection to replay. "0b": every commit checkpoints.
+# million-row table, whose 1% re-run logs 1.5 MB, and its year of daily loads; one machine, one day),
+# against a checkpoint at every commit ("0b", Meshline before):
+# - a 1% re-run: commit 7-8 ms against 18-26, the re-run 0.098-0.108 s against 0.120-0.135 (medians of 10
+#   alternating fresh processes);
+# - twenty 1% loads in a row: mean 0.160 s against 0.163 (a checkpoint every other load instead);
+# - a year of daily loads of six boundaries: 462 s against 470, the nightly hygiene 61.3 s against 60.7.
+# At 4MiB the year took 487 s (nightly 63.8) and at 16MiB, DuckDB's default, 531 s: every connection
+# replays up to that much log, and a million-row full load left 13 MB of it (its dead letters) behind.
 def checkpoint_threshold() -> str:
-    """MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD (default 4MiB), checked."""
-    raw = os.environ.get("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", "4MiB")
+    """MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD (default 2MiB), checked."""
+    raw = os.environ.get("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", "2MiB")
     if not _SIZE.match(raw):
-        raise ValueError("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD must be a size such as 4MiB, 512KB or 0b (every"
+        raise ValueError("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD must be a size such as 2MiB, 512KB or 0b (every"
                          f" commit checkpoints), not {raw!r}")
     return raw.strip()
 

@@ -176,7 +176,7 @@ def test_a_small_load_commits_to_the_log_and_keeps_it_past_its_close(loaded):
         _change(src, 50, i)  # 3,000 leads: about half a MiB of log each
         assert _load(wh, src_url, f"re{i}", thresholds_seen=thresholds).rows_loaded == ROWS // 50
         sizes.append(_log_size(wh))  # the load's connection is closed: this is what is on disk
-    assert thresholds == ["4.0 MiB"] * 2  # the default: each load logs well under it
+    assert thresholds == ["2.0 MiB"] * 2  # the default: each load logs well under it
     assert 0 < sizes[0] < sizes[1], sizes  # each commit appended to the log; no close checkpointed it
     # durable as it stands: a new instance (read-only, so it cannot checkpoint) replays the log from disk
     with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
@@ -190,23 +190,23 @@ def test_a_small_load_commits_to_the_log_and_keeps_it_past_its_close(loaded):
 def test_the_commit_that_finds_the_log_past_the_threshold_checkpoints_it(loaded, monkeypatch):
     wh, src_url, src = loaded
     compact(Warehouse(wh))
-    _change(src, 10, 1)
+    _change(src, 50, 1)  # half a MiB of log
     _load(wh, src_url, "re1")
     logged = _log_size(wh)
     assert logged > 0
     monkeypatch.setenv("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", f"{logged}b")  # the next commit passes it
-    _change(src, 10, 2)
-    assert _load(wh, src_url, "re2").rows_loaded == ROWS // 10
+    _change(src, 50, 2)
+    assert _load(wh, src_url, "re2").rows_loaded == ROWS // 50
     assert _log_size(wh) == 0  # everything the log held is in the database file
     with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
         assert con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone() \
-            == (ROWS, 2 * ROWS // 10)
+            == (ROWS, 2 * ROWS // 50)
 
 
 def test_compaction_checkpoints_the_log_and_keeps_every_row(loaded):
     wh, src_url, src = loaded
     for i in range(1, 4):
-        _change(src, 10, i)
+        _change(src, 50, i)
         _load(wh, src_url, f"re{i}")
     assert _log_size(wh) > 0
     before = snapshot(wh)
