@@ -91,8 +91,10 @@ def build_dbt_assets(project: DbtProject, *, pool: str | None, dbt_vars: Mapping
         @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool,
                     required_resource_keys={"dbt", "warehouse"})
         def meshline_dbt(context: dg.AssetExecutionContext):
-            # Loads set to leave DuckDB's vacuum to a compaction (MESHLINE_DUCKDB_VACUUM_AT above 0) leave row
-            # groups unmerged (assets/loading/compaction.py): merged here, before dbt reads the raw tables.
+            # Before dbt reads the raw tables: what loads left in DuckDB's write-ahead log is written into the
+            # file (dbt's connection would replay it), and row groups loads set to leave the vacuum to a
+            # compaction (MESHLINE_DUCKDB_VACUUM_AT above 0) left unmerged are merged
+            # (assets/loading/compaction.py).
             from assets.loading.compaction import compact
 
             done = compact(context.resources.warehouse.get(), run_by=f"dbt build {context.run.run_id}")

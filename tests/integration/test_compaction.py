@@ -72,6 +72,13 @@ def _log(url: str) -> Path:
     return Path(f"{url[len('duckdb:///'):]}.wal")
 
 
+def _on_disk(url: str) -> tuple[int, int]:
+    """(raw rows, rows of a changed version) as a new read-only instance finds them: the database file,
+    and the write-ahead log replayed over it (read-only, it cannot checkpoint)."""
+    with duckdb.connect(url[len("duckdb:///"):], read_only=True) as con:
+        return con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone()
+
+
 def _log_size(url: str) -> int:
     return _log(url).stat().st_size if _log(url).exists() else 0
 
@@ -178,10 +185,8 @@ def test_a_small_load_commits_to_the_log_and_keeps_it_past_its_close(loaded):
         sizes.append(_log_size(wh))  # the load's connection is closed: this is what is on disk
     assert thresholds == ["2.0 MiB"] * 2  # the default: each load logs well under it
     assert 0 < sizes[0] < sizes[1], sizes  # each commit appended to the log; no close checkpointed it
-    # durable as it stands: a new instance (read-only, so it cannot checkpoint) replays the log from disk
-    with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
-        assert con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone() \
-            == (ROWS, 2 * ROWS // 50)
+    # durable as it stands: a new instance replays the log from disk
+    assert _on_disk(wh) == (ROWS, 2 * ROWS // 50)
     with Warehouse(wh).session() as s:  # nor does a Meshline session's close
         assert s.scalar(f"SELECT count(*) FROM {RAW}") == ROWS
     assert _log_size(wh) == sizes[1]
@@ -198,9 +203,7 @@ def test_the_commit_that_finds_the_log_past_the_threshold_checkpoints_it(loaded,
     _change(src, 50, 2)
     assert _load(wh, src_url, "re2").rows_loaded == ROWS // 50
     assert _log_size(wh) == 0  # everything the log held is in the database file
-    with duckdb.connect(wh[len("duckdb:///"):], read_only=True) as con:
-        assert con.execute(f"SELECT count(*), count(*) FILTER (WHERE campaign = 'summer') FROM {RAW}").fetchone() \
-            == (ROWS, 2 * ROWS // 50)
+    assert _on_disk(wh) == (ROWS, 2 * ROWS // 50)
 
 
 def test_compaction_checkpoints_the_log_and_keeps_every_row(loaded):
