@@ -7,21 +7,23 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 
-def dbt_project(project_dir, target: str) -> DbtProject:
+def dbt_project(project_dir: Path, target: str, profiles_dir: Path) -> DbtProject:
     """The dbt project for one target, with its own target path so DuckDB and Postgres manifests never mix.
     The manifest is built on first use (`dbt parse`) and by `dagster dev` on every reload."""
-    project = DbtProject(project_dir=project_dir, target=target, target_path=f"target/{target}")
+    project = DbtProject(project_dir=project_dir, target=target, target_path=f"target/{target}",
+                         profiles_dir=profiles_dir)
     if _stale(project) or project.preparer.using_dagster_dev():
-        _parse(project)
+        _parse(project, profiles_dir)
     return project
 
 
-def _parse(project: DbtProject) -> None:
+def _parse(project: DbtProject, profiles_dir: Path) -> None:
     """`dbt parse` under a file lock: processes that start together (a webserver and a daemon, run
     workers, parallel test workers) would otherwise write the same manifest at once. Whoever waited on
     the lock finds the manifest fresh and does not parse again."""
@@ -32,7 +34,7 @@ def _parse(project: DbtProject) -> None:
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _stale(project) or project.preparer.using_dagster_dev():
-            dbt_cli(project).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+            dbt_cli(project, profiles_dir).cli(["parse", "--quiet"], target_path=project.target_path).wait()
 
 
 def _stale(project: DbtProject) -> bool:
@@ -52,8 +54,9 @@ def dbt_executable() -> str:
     return shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
 
 
-def dbt_cli(project: DbtProject) -> DbtCliResource:
-    return DbtCliResource(project_dir=project, target=project.target, dbt_executable=dbt_executable())
+def dbt_cli(project: DbtProject, profiles_dir: Path) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, target=project.target, profiles_dir=str(profiles_dir),
+                          dbt_executable=dbt_executable())
 
 
 @contextmanager
@@ -86,20 +89,11 @@ def every_node_from_the_manifest() -> Iterator[None]:
         asset_utils.select_unique_ids = original
 
 
-def build_dbt_assets(project: DbtProject, *, pool: str | None, dbt_vars: Mapping[str, object]):
+def build_dbt_assets(project: DbtProject, *, pool: str | None,
+                     dbt_vars: Mapping[str, object]) -> dg.AssetsDefinition:
     with every_node_from_the_manifest():
-        @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool,
-                    required_resource_keys={"dbt", "warehouse"})
-        def meshline_dbt(context: dg.AssetExecutionContext):
-            # Before dbt reads the raw tables: what loads left in DuckDB's write-ahead log is written into the
-            # file (dbt's connection would replay it), and row groups loads set to leave the vacuum to a
-            # compaction (MESHLINE_DUCKDB_VACUUM_AT above 0) left unmerged are merged
-            # (assets/loading/compaction.py).
-            from assets.loading.compaction import compact
-
-            done = compact(context.resources.warehouse.get(), run_by=f"dbt build {context.run.run_id}")
-            context.log.info(done.summary())
-            dbt: DbtCliResource = context.resources.dbt
+        @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool)
+        def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
             yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
 
     return meshline_dbt

@@ -318,22 +318,3 @@ def parse_contract_file(path: Path) -> Contract:
         return parse_contract(data, path)
     finally:
         _LINES = {}
-
-
-def load_contract(name_or_path: str | Path, version: str | None = None,
-                  contracts_dir: Path = CONTRACTS_DIR) -> Contract:
-    """A contract by file path, or by name (`marketing_leads`, at its pinned version unless `version`)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yml", ".yaml"):
-        return parse_contract_file(path)
-    from expectations.registry import Registry
-
-    return Registry(contracts_dir).get(str(name_or_path), version)
-
-
-def load_contracts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Contract]:
-    """Every contract at its pinned version."""
-    from expectations.registry import Registry
-
-    reg = Registry(contracts_dir)
-    return {name: reg.get(name) for name in reg.names()}

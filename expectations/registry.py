@@ -82,3 +82,18 @@ class Registry:
 
     def all_versions(self) -> list[Contract]:
         return [self.get(n, v) for n in self.names() for v in self.versions(n)]
+
+
+def load_contract(name_or_path: str | Path, version: str | None = None,
+                  contracts_dir: Path = CONTRACTS_DIR) -> Contract:
+    """A contract by file path, or by name (`marketing_leads`, at its pinned version unless `version`)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yml", ".yaml"):
+        return parse_contract_file(path)
+    return Registry(contracts_dir).get(str(name_or_path), version)
+
+
+def load_contracts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Contract]:
+    """Every contract at its pinned version."""
+    reg = Registry(contracts_dir)
+    return {name: reg.get(name) for name in reg.names()}

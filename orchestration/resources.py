@@ -1,51 +1,24 @@
-"""Resources: the warehouse and the source systems, configured from Settings when definitions are built."""
+"""The resources of one deployment, configured from its settings and meshline.yaml."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dagster import ConfigurableResource
-
-from assets.loading.warehouse import Warehouse
-from expectations.contract import Contract
-
-if TYPE_CHECKING:  # imported when used: building definitions pays for neither pyarrow nor pandas
-    from assets.sources import Source
-    from expectations.docs import DataDocs
+from assets.config import Config, source_specs
+from assets.dbt import dbt_cli
+from assets.loading.redaction import DEV_KEY
+from assets.resources import DataDocsResource, NotifierResource, SourcesResource, WarehouseResource
+from assets.settings import Settings
 
 
-class WarehouseResource(ConfigurableResource):
-    """The warehouse every boundary loads into (DuckDB file or Postgres database)."""
-
-    url: str
-
-    def get(self) -> Warehouse:
-        return Warehouse(self.url)
-
-
-class SourcesResource(ConfigurableResource):
-    """Where each boundary's source lives: boundary name → source spec (meshline.yaml's `source:`)."""
-
-    boundaries: dict[str, dict[str, Any]]
-
-    def source(self, contract: Contract) -> Source:
-        try:
-            spec = self.boundaries[contract.name]
-        except KeyError:
-            raise KeyError(f"no source configured for boundary {contract.name!r}; "
-                           f"configured: {sorted(self.boundaries)}") from None
-        from assets.sources import build_source
-
-        return build_source(spec, system=contract.source_system, table=contract.source_table)
-
-
-class DataDocsResource(ConfigurableResource):
-    """Where Great Expectations keeps its suites, validation results and the Data Docs site."""
-
-    root: str
-
-    def get(self) -> DataDocs:
-        from expectations.docs import DataDocs
-
-        return DataDocs(Path(self.root))
+def build_resources(settings: Settings, config: Config, dbt_project: Any) -> dict[str, Any]:
+    wh = config.warehouse
+    return {
+        "warehouse": WarehouseResource(url=settings.warehouse_url, duckdb_memory_limit=wh.duckdb_memory_limit,
+                                       connect_attempts=wh.connect_attempts,
+                                       redaction_key=settings.redaction_key or DEV_KEY),
+        "sources": SourcesResource(boundaries=source_specs(settings, config)),
+        "data_docs": DataDocsResource(root=str(settings.home)),
+        "notifier": NotifierResource(url=settings.alert_webhook_url, format=config.operations.alert_format),
+        "dbt": dbt_cli(dbt_project, settings.dbt_profiles_dir()),
+    }

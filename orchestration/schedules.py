@@ -9,6 +9,7 @@ default through the warehouse pool, in production through the run queue's tag li
 (deploy/dagster.yaml) — so dbt builds over what the loads left.
 """
 
+
 import math
 from datetime import date, timedelta
 
@@ -23,8 +24,8 @@ def hygiene_partitions(night: date, lookback_hours: float) -> list[str]:
     return [(night - timedelta(days=i)).isoformat() for i in range(back, 0, -1)]
 
 
-def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, float], dbt_assets: list
-                    ) -> dg.ScheduleDefinition:
+def nightly_hygiene(flow_assets: dict[str, list[dg.AssetKey]], lookback_hours: dict[str, float],
+                    dbt_assets: list[dg.AssetKey]) -> dg.ScheduleDefinition:
     """`flow_assets`: flow → its boundary asset keys; `dbt_assets`: the dbt models. Each run request
     selects one flow's assets (with their checks) for one partition, or, last, the dbt models."""
     everything = [k for keys in flow_assets.values() for k in keys] + list(dbt_assets)
@@ -34,7 +35,7 @@ def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, floa
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Every flow: yesterday's partitions plus the lookback, with all checks; then the "
                              "dbt build.")
-    def _schedule(context: dg.ScheduleEvaluationContext):
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         night = context.scheduled_execution_time.date()
         out = []
         for flow, keys in flow_assets.items():
@@ -48,32 +49,7 @@ def nightly_hygiene(flow_assets: dict[str, list], lookback_hours: dict[str, floa
     return _schedule
 
 
-def synthetic_job(settings) -> dg.JobDefinition:
-    @dg.op(name="synthetic_end_to_end", description="One synthetic end-to-end run (orchestration.synthetic), "
-           "then the retention of synthetic results and runs. Fails when a failure mode was missed.")
-    def _run(context: dg.OpExecutionContext) -> dg.MaterializeResult | None:
-        import os
-
-        from orchestration.synthetic import prune, run_synthetic
-
-        r = run_synthetic(settings, instance=context.instance, progress=context.log.info)
-        days = int(os.environ.get("MESHLINE_SYNTHETIC_RETENTION_DAYS", "90"))
-        pruned = prune(settings, instance=context.instance, days=days)
-        context.log.info(f"synthetic {r.run_id}: {len(r.scores) - len(r.missed)}/{len(r.scores)} modes detected, "
-                         f"{r.false_positives} false positive(s); pruned {pruned}")
-        if r.missed or r.false_positives:
-            raise dg.Failure(description=f"synthetic run {r.run_id} missed {r.missed or 'nothing'} with "
-                                         f"{r.false_positives} false positive(s)", allow_retries=False)
-
-    @dg.job(name="synthetic_job", tags={"meshline/pass": "synthetic"},
-            description="Synthetic end-to-end run: every failure mode injected into an isolated sandbox, scored.")
-    def _job():
-        _run()
-
-    return _job
-
-
-def nightly_synthetic(job) -> dg.ScheduleDefinition:
+def nightly_synthetic(job: dg.JobDefinition, retention_days: int) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(name="nightly_synthetic", job=job, cron_schedule="0 3 * * *", execution_timezone="UTC",
                                  default_status=dg.DefaultScheduleStatus.RUNNING,
-                                 description="A synthetic end-to-end run every night at 03:00 UTC, 90 days kept.")
+                                 description=f"A synthetic end-to-end run every night at 03:00 UTC, {retention_days} days kept.")

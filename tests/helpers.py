@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.flows import lead_handoff
 from assets.loading.warehouse import Warehouse
-from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
+from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 
 RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "loaded_at"}
 TABLES = {

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, recorded
+from assets.flows.common import asset_key, recorded
 from assets.loading.ddl import META_SCHEMA
 from assets.loading.watermark import daily_window
+from assets.resources import WarehouseResource
 from expectations.contract import Contract
 
 TRAILING = 14
@@ -48,10 +49,11 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
     fresh_h = contract.slos.get("freshness_hours")
 
     @dg.asset_check(asset=key, name=f"volume_{name}", partitions_def=partitions_def, pool=pool,
-                    required_resource_keys={"warehouse"}, metadata={"tolerance": tolerance},
+                    metadata={"tolerance": tolerance},
                     description=f"Rows read against the trailing {TRAILING} partitions' average (±{tolerance:.0%}).")
-    def volume(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with context.resources.warehouse.get().session() as s:
+    def volume(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
+        with wh.session() as s:
             vols = _volumes(s, name)
         day = context.partition_key
         history = [vols[k] for k in sorted(k for k in vols if k < day)[-TRAILING:]]
@@ -60,41 +62,42 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
         md = {"rows_read": current, "trailing_partitions": len(history)}
         if dev is not None:
             md["deviation"] = round(dev, 4)
-        return recorded(context, contract, f"volume_{name}", dg.AssetCheckResult(
+        return recorded(context, wh, contract, f"volume_{name}", dg.AssetCheckResult(
             passed=ok, severity=dg.AssetCheckSeverity.WARN, description=why, metadata=md), remediable=True)
 
     @dg.asset_check(asset=key, name=f"freshness_{name}", partitions_def=partitions_def, pool=pool,
-                    required_resource_keys={"warehouse"}, metadata={"freshness_hours": fresh_h or "none"},
+                    metadata={"freshness_hours": fresh_h or "none"},
                     description="The newest change token loaded, as of the partition's end, is within the SLO.")
-    def freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def freshness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         w = daily_window(context.partition_key)
         as_of = min(w.end, datetime.now(UTC).replace(tzinfo=None))
-        with context.resources.warehouse.get().session() as s:
+        with wh.session() as s:
             newest = s.scalar(f"SELECT max(watermark) FROM {META_SCHEMA}.watermarks WHERE asset = ? AND"
                               " partition_key <= ?", (name, context.partition_key))
         if newest is None:
-            return recorded(context, contract, f"freshness_{name}", dg.AssetCheckResult(
+            return recorded(context, wh, contract, f"freshness_{name}", dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.WARN, description="nothing loaded yet for this boundary"),
                 remediable=True)
         lag_h = (as_of - newest).total_seconds() / 3600
         ok = fresh_h is None or lag_h <= fresh_h
-        return recorded(context, contract, f"freshness_{name}", dg.AssetCheckResult(
+        return recorded(context, wh, contract, f"freshness_{name}", dg.AssetCheckResult(
             passed=ok, severity=dg.AssetCheckSeverity.WARN,
             description=f"newest change {lag_h:.1f} h before {as_of:%Y-%m-%d %H:%M}"
                         + (f" (SLO {fresh_h:g} h)" if fresh_h is not None else " (no SLO)"),
             metadata={"lag_hours": round(lag_h, 2), "newest_change": newest.isoformat()}), remediable=True)
 
     @dg.asset_check(asset=key, name=f"partition_gaps_{name}", partitions_def=partitions_def, pool=pool,
-                    required_resource_keys={"warehouse"},
                     description="Every partition from the boundary's first load up to this one has been loaded.")
-    def gaps(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with context.resources.warehouse.get().session() as s:
+    def gaps(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
+        with wh.session() as s:
             loaded = set(_volumes(s, name))
         day = datetime.strptime(context.partition_key, "%Y-%m-%d").date()
         first = min((datetime.strptime(k, "%Y-%m-%d").date() for k in loaded), default=day)
         missing = [(first + timedelta(days=i)).isoformat() for i in range((day - first).days + 1)
                    if (first + timedelta(days=i)).isoformat() not in loaded]
-        return recorded(context, contract, f"partition_gaps_{name}", dg.AssetCheckResult(
+        return recorded(context, wh, contract, f"partition_gaps_{name}", dg.AssetCheckResult(
             passed=not missing, severity=dg.AssetCheckSeverity.WARN,
             description=f"{len(missing)} partition(s) never loaded since {first}" if missing else "no gaps",
             metadata={"missing_partitions": dg.MetadataValue.json(missing[:31]), "gaps": len(missing)}),

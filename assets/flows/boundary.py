@@ -1,9 +1,4 @@
-"""A boundary asset (one raw table, daily partitions, the watermarked loader) and its contract check.
-
-Resources are reached by key (`warehouse`, `sources`) so that this package never imports
-`orchestration`: `context.resources.warehouse.get()` returns an `assets.loading.Warehouse`, and
-`context.resources.sources.source(contract)` an `assets.sources.Source`.
-"""
+"""A boundary asset (one raw table, daily partitions, the watermarked loader) and its contract checks."""
 
 
 import json
@@ -12,50 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from assets.flows.analytics import DEFAULT_TOLERANCE, analytics_checks
+from assets.flows.common import COMPENSATE_TAG, RETRY, asset_key, recorded
 from assets.loading.ddl import META_SCHEMA, raw_table
 from assets.loading.warehouse import ident
 from assets.loading.watermark import daily_window
+from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from expectations.contract import Contract
 from expectations.reasons import ContractError, SourceError, SourceUnreachable
+from expectations.registry import Registry
 
 # Partitioned asset checks are "preview" in Dagster 1.13; they are what per-partition contracts need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
-
-COMPENSATE_TAG = "meshline/compensate"  # on a run: reload partitions regardless of the watermark, replaying dead letters
-
-RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def asset_key(contract: Contract) -> dg.AssetKey:
-    return dg.AssetKey(["raw", contract.name])
-
-
-
-def judged_as_of(s, table: str, sla: timedelta = timedelta(0)) -> tuple[datetime | None, datetime]:
-    """(the other side's newest loaded change, the cutoff for "past the SLA" as of it). Reconciliations
-    judge a record late only against what the other side has actually loaded, so a side that is merely
-    behind never reads as a sync failure; before it has loaded anything, nothing is past the SLA."""
-    as_of = s.scalar(f"SELECT max(updated_at) FROM {table}")
-    return as_of, (as_of - sla) if as_of is not None else datetime(1900, 1, 1)
-
-
-def recorded(context, contract: Contract, check_name: str, result: dg.AssetCheckResult, *, remediable: bool,
-             targets: tuple[str, ...] = ()) -> dg.AssetCheckResult:
-    """Store a partitioned check's outcome in `meshline.check_results` and open or resolve its incident
-    (assets.remediation.state); the compensating-backfill sensor reads what is stored. `remediable`:
-    a failure a compensating run can act on (not, e.g., dead letters within the contract's SLO)."""
-    from assets.remediation.state import CheckOutcome, record_check
-
-    sev = "ERROR" if result.severity == dg.AssetCheckSeverity.ERROR else "WARN"
-    what = record_check(context.resources.warehouse.get(), CheckOutcome(
-        flow=contract.boundary_flow, contract=contract.name, contract_severity=contract.severity,
-        asset=contract.name, check_name=check_name, partition_key=context.partition_key, passed=result.passed,
-        severity=sev, remediable=remediable and not result.passed, description=result.description or "",
-        run_id=context.run.run_id, target_partitions=targets))
-    if what:
-        context.log.info(f"incident {what}: {contract.name} {check_name} {context.partition_key}")
-    return result
-
 
 def _owners(contract: Contract) -> list[str]:
     return sorted({v for v in contract.owners.values() if "@" in v})
@@ -71,7 +34,6 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         group_name=contract.boundary_flow,
         owners=_owners(contract),
         kinds={"python", "arrow"},
-        required_resource_keys={"warehouse", "sources"},
         description=(f"{contract.description}\n\nLoaded by Meshline's watermarked loader under contract "
                      f"`{contract.name}` v{contract.version} ({contract.severity}); invalid rows go to "
                      f"`meshline.dead_letters`."),
@@ -80,9 +42,10 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                   "change_token": contract.change_token, "lookback_hours": lookback.total_seconds() / 3600,
                   "dagster/table_name": raw_table(contract)},
     )
-    def _load(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        wh = context.resources.warehouse.get()
-        source = context.resources.sources.source(contract)
+    def _load(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+              sources: SourcesResource) -> dg.MaterializeResult:
+        wh = warehouse.get()
+        source = sources.source(contract)
         # A compensating run (the backfill sensor's, `meshline dlq replay`'s) re-extracts the whole window
         # whatever the watermark says: late rows load, fixed records replace their dead letters.
         compensate = context.run.tags.get(COMPENSATE_TAG) == "true"
@@ -150,12 +113,13 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
 
     @dg.asset_check(
         asset=asset_key(contract), name=f"contract_{contract.name}", partitions_def=partitions_def,
-        blocking=contract.critical, pool=pool, required_resource_keys={"warehouse", "data_docs"},
+        blocking=contract.critical, pool=pool,
         description=f"Contract {contract.name} v{contract.version}: GX suite on loaded rows, no open dead letters.",
         metadata={"contract_version": contract.version, "severity": contract.severity},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        wh = context.resources.warehouse.get()
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
+               data_docs: DataDocsResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         window = daily_window(context.partition_key)
         tok = ident(contract.change_token)
         cols = ", ".join(ident(c) for c in contract.column_names)
@@ -175,7 +139,7 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             read = s.scalar(f"SELECT max(rows_read) FROM {META_SCHEMA}.load_log WHERE asset = ? AND partition_key = ?",
                             (contract.name, context.partition_key)) or 0
         # The GX suite, stored with its Data Docs page (imports great_expectations: only here).
-        suite = context.resources.data_docs.get().validate(frame, contract) if len(frame) else None
+        suite = data_docs.get().validate(frame, contract) if len(frame) else None
         n_dead = sum(dead.values())
         n_held = sum(n for _, n in held)
         held_cols = sorted({c for cols, _ in held for c in cols.split(",")})
@@ -190,7 +154,7 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         if n_held:
             description = (f"{n_held} row(s) held: source column(s) {', '.join(held_cols)} are in no version of "
                            f"contract {contract.name}; list them in a new version to load the rows. " + description)
-        return recorded(context, contract, f"contract_{contract.name}", dg.AssetCheckResult(
+        return recorded(context, wh, contract, f"contract_{contract.name}", dg.AssetCheckResult(
             passed=passed, severity=severity, description=description,
             metadata={
                 "held_rows": n_held,
@@ -237,8 +201,6 @@ def deprecation_check(contract: Contract, partitions_def: dg.PartitionsDefinitio
 
 def flow_contracts(names: tuple[str, ...], boundaries=None) -> list[Contract]:
     """The contracts a flow's boundaries run under: meshline.yaml's choice, else the registry's pins."""
-    from expectations.registry import Registry
-
     reg = Registry()
     conf = {b.name: b for b in boundaries or []}
     if conf and set(conf) != set(names):
@@ -255,8 +217,6 @@ def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefini
     assets = [boundary_asset(c, partitions_def, pool=pool,
                              lookback=timedelta(hours=conf[c.name].lookback_hours) if c.name in conf
                              else default_lookback) for c in contracts]
-    from assets.flows.analytics import DEFAULT_TOLERANCE, analytics_checks
-
     checks = [contract_check(c, partitions_def, pool=pool) for c in contracts]
     checks += [deprecation_check(c, partitions_def) for c in contracts]
     for c in contracts:

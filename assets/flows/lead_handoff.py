@@ -12,10 +12,13 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
+from assets.flows.boundary import build_boundaries
+from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
-from expectations.contract import Contract, load_contract
+from assets.resources import WarehouseResource
+from expectations.contract import Contract
+from expectations.registry import load_contract
 
 FLOW = "lead_handoff"
 HANDOFF_SLA = timedelta(hours=24)
@@ -54,20 +57,20 @@ def handoff_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: 
 
     @dg.asset_check(
         asset=asset_key(marketing), name="handoff_reconciliation", partitions_def=partitions_def,
-        additional_deps=[asset_key(crm)], pool=pool, required_resource_keys={"warehouse"},
+        additional_deps=[asset_key(crm)], pool=pool,
         description=(f"MQLs of the day with no CRM lead after the {HANDOFF_SLA.total_seconds() / 3600:.0f} h "
                      "handoff SLA, and MQLs with more than one CRM lead."),
         metadata={"handoff_sla_hours": HANDOFF_SLA.total_seconds() / 3600},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        wh = context.resources.warehouse.get()
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         if not (wh.table_exists("raw", crm.name) and wh.table_exists("raw", marketing.name)):
-            return recorded(context, marketing, "handoff_reconciliation", dg.AssetCheckResult(
+            return recorded(context, wh, marketing, "handoff_reconciliation", dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.ERROR,
                 description="raw.marketing_leads or raw.crm_leads has never been loaded"), remediable=True)
         r = reconcile(wh, context.partition_key)
         n_missing, n_dup = len(r["missing"]), len(r["duplicated"])
-        return recorded(context, marketing, "handoff_reconciliation", dg.AssetCheckResult(
+        return recorded(context, wh, marketing, "handoff_reconciliation", dg.AssetCheckResult(
             passed=n_missing == 0 and n_dup == 0,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"{n_missing} MQL(s) missing in the CRM past the SLA, {n_dup} duplicated",

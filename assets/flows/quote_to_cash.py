@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
+from assets.flows.boundary import build_boundaries
+from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
-from expectations.contract import load_contract
+from assets.resources import WarehouseResource
+from expectations.registry import load_contract
 
 FLOW = "quote_to_cash"
 INVOICE_SLA = timedelta(hours=48)
@@ -70,20 +72,19 @@ def invoice_reconciliation_check(partitions_def, pool):
     @dg.asset_check(
         asset=asset_key(load_contract("crm_opportunities")), name="invoice_reconciliation",
         partitions_def=partitions_def, additional_deps=[asset_key(load_contract("billing_invoices"))], pool=pool,
-        required_resource_keys={"warehouse"},
         description=(f"Closed-won deals of the day with no invoice after the {INVOICE_SLA.total_seconds() / 3600:.0f} h "
                      "SLA, or an invoice whose amount or currency differs from the deal."),
         metadata={"invoice_sla_hours": INVOICE_SLA.total_seconds() / 3600},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        wh = context.resources.warehouse.get()
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         deals = load_contract("crm_opportunities")
         if not _both_loaded(wh):
-            return recorded(context, deals, "invoice_reconciliation", dg.AssetCheckResult(
+            return recorded(context, wh, deals, "invoice_reconciliation", dg.AssetCheckResult(
                 passed=False, description="a quote_to_cash table has never been loaded"), remediable=True)
         r = reconcile_deals(wh, context.partition_key)
         bad = len(r["missing"]) + len(r["amount_mismatch"]) + len(r["currency_mismatch"])
-        return recorded(context, deals, "invoice_reconciliation", dg.AssetCheckResult(
+        return recorded(context, wh, deals, "invoice_reconciliation", dg.AssetCheckResult(
             passed=bad == 0, severity=dg.AssetCheckSeverity.ERROR,
             description=(f"{len(r['missing'])} closed-won deal(s) not invoiced past the SLA, "
                          f"{len(r['amount_mismatch'])} amount and {len(r['currency_mismatch'])} currency mismatch(es)"),
@@ -101,17 +102,16 @@ def invoice_has_deal_check(partitions_def, pool):
     @dg.asset_check(
         asset=asset_key(load_contract("billing_invoices")), name="invoice_has_deal", partitions_def=partitions_def,
         additional_deps=[asset_key(load_contract("crm_opportunities"))], pool=pool,
-        required_resource_keys={"warehouse"},
         description="Invoices of the day for an opportunity the CRM does not have.",
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        wh = context.resources.warehouse.get()
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         invoices = load_contract("billing_invoices")
         if not _both_loaded(wh):
-            return recorded(context, invoices, "invoice_has_deal", dg.AssetCheckResult(
+            return recorded(context, wh, invoices, "invoice_has_deal", dg.AssetCheckResult(
                 passed=False, description="a quote_to_cash table has never been loaded"), remediable=True)
         r = reconcile_invoices(wh, context.partition_key)
-        return recorded(context, invoices, "invoice_has_deal", dg.AssetCheckResult(
+        return recorded(context, wh, invoices, "invoice_has_deal", dg.AssetCheckResult(
             passed=not r["no_deal"], severity=dg.AssetCheckSeverity.ERROR,
             description=f"{len(r['no_deal'])} invoice(s) with no deal in the CRM",
             metadata={"invoices": r["invoices"], "no_deal": len(r["no_deal"]), "as_of": r["as_of"] or "never",

@@ -15,10 +15,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.flows.boundary import asset_key, build_boundaries, judged_as_of, recorded
+from assets.flows.boundary import build_boundaries
+from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
 from assets.loading.watermark import daily_window
-from expectations.contract import load_contract
+from assets.resources import WarehouseResource
+from expectations.registry import load_contract
 
 FLOW = "subscription_updates"
 PLAN_SYNC_SLA = timedelta(hours=12)
@@ -60,20 +62,20 @@ def plan_sync_check(partitions_def, pool):
 
     @dg.asset_check(
         asset=asset_key(events), name="plan_sync_reconciliation", partitions_def=partitions_def,
-        additional_deps=[asset_key(subs)], pool=pool, required_resource_keys={"warehouse"},
+        additional_deps=[asset_key(subs)], pool=pool,
         description=(f"Accounts whose latest plan change (of the day) billing has not reflected within the "
                      f"{PLAN_SYNC_SLA.total_seconds() / 3600:.0f} h SLA, or reflected with another plan."),
         metadata={"plan_sync_sla_hours": PLAN_SYNC_SLA.total_seconds() / 3600},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        wh = context.resources.warehouse.get()
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        wh = warehouse.get()
         if not all(wh.table_exists("raw", n) for n in BOUNDARIES):
-            return recorded(context, events, "plan_sync_reconciliation", dg.AssetCheckResult(
+            return recorded(context, wh, events, "plan_sync_reconciliation", dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.ERROR,
                 description="a subscription_updates table has never been loaded"), remediable=True)
         r = reconcile(wh, context.partition_key)
         n_nr, n_mm = len(r["not_reflected"]), len(r["plan_mismatch"])
-        return recorded(context, events, "plan_sync_reconciliation", dg.AssetCheckResult(
+        return recorded(context, wh, events, "plan_sync_reconciliation", dg.AssetCheckResult(
             passed=n_nr == 0 and n_mm == 0, severity=dg.AssetCheckSeverity.ERROR,
             description=f"{n_nr} plan change(s) not reflected in billing past the SLA, {n_mm} billed on another plan",
             metadata={"accounts": r["accounts"], "in_sync": r["in_sync"], "not_reflected": n_nr,

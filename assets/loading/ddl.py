@@ -151,22 +151,6 @@ META_DDL.append(
         PRIMARY KEY (checksum, asset)
     )""")
 
-META_DDL.append(
-    # DuckDB compactions (`assets.loading.compaction`): when the row groups loads leave were merged, and
-    # what that reclaimed. Loads do not merge them (`Warehouse.transaction(vacuum=False)`).
-    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.compactions (
-        compaction_id TEXT NOT NULL,
-        started_at TIMESTAMP NOT NULL,
-        finished_at TIMESTAMP,
-        run_by TEXT NOT NULL,
-        tables INTEGER NOT NULL,
-        row_groups_before BIGINT NOT NULL,
-        row_groups_after BIGINT,
-        rows_stored_before BIGINT NOT NULL,
-        rows_stored_after BIGINT,
-        rows_live BIGINT NOT NULL
-    )""")
-
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")
@@ -230,11 +214,9 @@ def _meta_tables() -> list[str]:
     return re.findall(rf"CREATE TABLE IF NOT EXISTS {META_SCHEMA}\.(\w+)", "\n".join(META_DDL))
 
 
-# DuckDB keeps dead letters without a PRIMARY KEY: its ART index is read whole on a load's first insert
-# and written whole at the load's checkpoint (a 1% re-run beside 20k dead letters: insert 17 → 14 ms,
-# commit 46 → 43 ms), a cost that grows with the table. Ids stay unique as they are written: `loader._insert_new` skips ids
-# already there (DuckDB's file lock makes each load the only writer); dbt's unique test on the source
-# and the re-run invariant tests check it. A warehouse created with the key keeps it (IF NOT EXISTS).
+# DuckDB keeps dead letters without a PRIMARY KEY, whose index upkeep grows with the table. Ids stay unique
+# as they are written: `loader._insert_new` skips ids already there (DuckDB's file lock makes each load the
+# only writer); dbt's unique test on the source and the re-run invariant tests check it.
 _DEAD_LETTER_PK = "dead_letter_id TEXT PRIMARY KEY,"
 
 
@@ -250,27 +232,16 @@ META_FINGERPRINTS = {d: _fingerprint(meta_ddl(d)) for d in ("duckdb", "postgres"
 assert _DEAD_LETTER_PK in "".join(META_DDL) and len(set(META_FINGERPRINTS.values())) == 2
 
 
-# Postgres raw tables leave a tenth of each page free: a load replaces a changed row's stored version
-# in place (an UPDATE, `loader.load_partition`), and with room on its page the new version is a heap-only
-# tuple: no new index entry, no other page touched. A delete + insert also wrote every index leaf a
-# scattered change lands on (after a checkpoint, each page whole into the WAL).
-PG_RAW_FILLFACTOR = 90
-
-
 def _raw_ddl(tx: Tx, contract: Contract) -> list[str]:
     cols = [f"{ident(c.name)} {SQL_TYPES[c.type]}" for c in contract.columns]
     cols += [f"{name} {sql_type}" for name, sql_type in PROVENANCE.items()]
     if tx.dialect == "postgres":
         cols.append(f"PRIMARY KEY ({ident(contract.idempotency_key)})")
-    # DuckDB: no PRIMARY KEY. Its ART index costs more than the rest of a load (a million-row load 2.4×
-    # slower, a re-run's commit and checkpoint 3×), and the merge keeps one row per key by construction
-    # (the winners are unique per key; the versions they replace are deleted first; DuckDB's file lock
-    # makes each load the only writer). The invariant tests and dbt's unique tests check it.
-    storage = f" WITH (fillfactor = {PG_RAW_FILLFACTOR})" if tx.dialect == "postgres" else ""
+    # DuckDB: no PRIMARY KEY. Its index upkeep costs more than the rest of a load, and the merge keeps one
+    # row per key by construction (winners are unique per key; the versions they replace are deleted
+    # first; DuckDB's file lock makes each load the only writer). The invariant and dbt tests check it.
     stmts = [f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}",
-             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)}){storage}"]
-    if tx.dialect == "postgres":  # tables created before: pages written from now on keep the room
-        stmts.append(f"ALTER TABLE {raw_table(contract)} SET (fillfactor = {PG_RAW_FILLFACTOR})")
+             f"CREATE TABLE IF NOT EXISTS {raw_table(contract)} ({', '.join(cols)})"]
     # A newer contract version may list more columns (schema drift opted into): add them, nullable.
     stmts += [f"ALTER TABLE {raw_table(contract)} ADD COLUMN IF NOT EXISTS {ident(c.name)} {SQL_TYPES[c.type]}"
               for c in contract.columns]
@@ -281,8 +252,7 @@ def _applied(tx: Tx, raw: tuple[str, str] | None) -> dict[str, str]:
     """Fingerprints of the DDL applied so far, by object ('meta', or a raw table's name); empty when the
     record or any table it speaks for is missing."""
     want = {(META_SCHEMA, t) for t in [*META_TABLES, _APPLIED]} | ({raw} if raw else set())
-    # DuckDB: duckdb_columns() is the cheapest catalog read of the tables there are: this query in a fresh
-    # process 7 ms against 12 with duckdb_tables() (which sizes every table) or more with information_schema.
+    # DuckDB: duckdb_columns() is its cheapest catalog read (duckdb_tables() sizes every table).
     catalog = ("(SELECT DISTINCT schema_name AS table_schema, table_name FROM duckdb_columns()) t"
                if tx.dialect == "duckdb" else "information_schema.tables")
     present = {tuple(r) for r in tx.query(

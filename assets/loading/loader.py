@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import os
@@ -31,7 +30,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,16 +41,15 @@ import pyarrow.compute as pc
 from assets.loading.ddl import (
     META_SCHEMA,
     PROVENANCE,
-    RAW_SCHEMA,
     ensure_tables,
     raw_table,
     upsert_contract,
     upsert_row,
     utcnow,
 )
-from assets.loading.redaction import json_safe, redact_value, redaction_key
-from assets.loading.warehouse import SQL_TYPES, Opening, Tx, Warehouse, checkpoint_threshold, ident
-from assets.loading.watermark import ExtractBounds, Window, advance, extract_bounds
+from assets.loading.redaction import json_safe, redact_value
+from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
+from assets.loading.watermark import Window, advance, extract_bounds
 from assets.sources.base import Source
 from expectations.contract import Contract
 from expectations.reasons import LoadError, SourceError, SourceSchemaError
@@ -60,12 +57,7 @@ from expectations.rules import Verdicts, evaluate, primary_reason
 
 log = logging.getLogger("meshline.loader")
 
-# Half a DuckDB row group (122,880 rows). A spilled stage's Parquet row groups are the chunks less their
-# invalid rows, and DuckDB's parallel append leaves each thread's leftover as a part-filled row group; with
-# chunks that divide its row group, a leftover is about a row group or half of one less the rows filtered
-# out, rarely a tiny one. A tiny row group beside one a later load deletes from is merged and rewritten at
-# that load's checkpoint (a 1% re-run: 0.31-0.33 s instead of 0.12). With 50,000-row chunks the leftovers
-# of a million-row load were 973 and 1,167 rows in two bench runs of eight; with 61,440, 14,261 or more.
+# Half a DuckDB row group: chunks that divide it keep the row groups a large load appends well filled.
 DEFAULT_CHUNK_ROWS = 61_440
 
 
@@ -82,9 +74,6 @@ class LoadResult:
     rows_dead_lettered: int = 0
     rows_held: int = 0
     dead_letters_resolved: int = 0  # open dead letters whose record this load read again, now valid
-    # DuckDB with MESHLINE_DUCKDB_VACUUM_AT above 0: replaced versions / stored rows of the raw table, as the
-    # loads before this one left it (None when not looked at)
-    replaced_share: float | None = None
     unknown_columns: tuple[str, ...] = ()
     missing_optional: tuple[str, ...] = ()
     watermark_from: datetime | None = None
@@ -102,42 +91,9 @@ class LoadResult:
                                   + self.rows_held)
 
 
-PG_RANDOM_PAGE_COST = os.environ.get("MESHLINE_PG_RANDOM_PAGE_COST", "1.1")
-
-# DuckDB's vacuum at the checkpoint a load's commit makes (MESHLINE_DUCKDB_VACUUM_AT; a commit checkpoints when
-# the write-ahead log passes `checkpoint_threshold()`). At 0, the default, every such checkpoint runs it, as
-# DuckDB does: it merges the small row groups daily loads append and the row groups replaced versions have
-# thinned. Above 0, loads checkpoint without it (`Warehouse.transaction(vacuum=False)`, and why there) until
-# this share of the raw table's stored rows are replaced versions, and the compaction before each dbt build
-# (assets/loading/compaction.py) does that work. Measured both ways when every commit checkpointed (make
-# bench, one machine, one day): ten 1% re-runs in a row on a million-row table, mean 0.198 s at 0 against
-# 0.133 at 0.3, where some commits at 0 merged four thinned row groups into three (0.35-0.57 s); a year of
-# daily loads of the six boundaries (364 loads each, no dbt build between), 485 s at 0 against 629 at 0.3,
-# the small row groups piling up (and 813 s with no vacuum at all); the nightly hygiene 61 s against 67.
-# Daily partitions are what Meshline loads, so the default is 0; 0.3 suits large tables re-loaded often.
-def _vacuum_at() -> float:
-    raw = os.environ.get("MESHLINE_DUCKDB_VACUUM_AT", "0")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"MESHLINE_DUCKDB_VACUUM_AT must be a share from 0 (vacuum at every commit) to below 1,"
-                         f" not {raw!r}")
-    return value
-
-
-def _page_cost() -> float:
-    try:
-        return float(PG_RANDOM_PAGE_COST)
-    except ValueError:
-        raise ValueError(f"MESHLINE_PG_RANDOM_PAGE_COST must be a number (or empty), not {PG_RANDOM_PAGE_COST!r}") from None
-
-
 def use_releasing_memory_pool() -> None:
-    """Arrow allocates through jemalloc with immediate decay: freed chunk buffers go back to the OS at
-    once. Arrow's default (mimalloc) keeps them, which on a million-row load kept ~70 MiB more resident
-    for no speed gain. An operator's ARROW_DEFAULT_MEMORY_POOL is left alone."""
+    """Arrow allocates through jemalloc with immediate decay, so freed chunk buffers go back to the OS at
+    once and a large load's memory stays flat. An operator's ARROW_DEFAULT_MEMORY_POOL is left alone."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or pa.default_memory_pool().backend_name == "jemalloc":
         return
     try:
@@ -281,8 +237,7 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     """Insert rows whose `key` is not there yet, once per key (re-runs write nothing twice)."""
     names = ", ".join(ident(n) for n in rows.column_names)
     if tx.dialect == "duckdb":  # DuckDB scans the Arrow table in place; the table may have no key index
-        # Duplicates within the batch are dropped here rather than by a window in the statement: on a
-        # re-run's hundred dead letters DuckDB's window operator cost 5 ms of the insert's 12.
+        # Duplicates within the batch are dropped before the statement, which has no key index to lean on.
         tx.conn.register("_ml_new_rows", _first_per_key(rows, key))
         try:
             tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new_rows n"
@@ -295,21 +250,6 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
         for n in rows.column_names))
     tx.insert_arrow("_ml_new", rows)
     tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
-
-
-def _vacuum_if_thinned(tx: Tx, contract: Contract, vacuum_at: float) -> float:
-    """DuckDB: the share of the raw table's stored rows that are replaced versions (marked deleted), as the
-    commits before this load left it (the catalog's row count is the committed one); at `vacuum_at` or
-    more, this transaction's commit runs DuckDB's vacuum. Under a millisecond on a million rows."""
-    stored, live = tx.query(
-        "SELECT (SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
-        f" AND schema_name = ? AND table_name = ?), (SELECT count(*) FROM {raw_table(contract)})",
-        (RAW_SCHEMA, contract.name))[0]
-    replaced = (stored - live) / stored if stored else 0.0
-    if replaced >= vacuum_at and not tx.vacuum:
-        tx.execute("RESET max_vacuum_tasks")
-        tx.vacuum = True
-    return replaced
 
 
 def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> int:
@@ -349,48 +289,9 @@ def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str,
     return [c for c in wanted if c in offered_set], tuple(missing), unknown
 
 
-def _pg_columns(tx: Tx, table: str) -> list[str]:
-    return [r[0] for r in tx.query("SELECT attname FROM pg_attribute WHERE attrelid = CAST(? AS regclass)"
-                                   " AND attnum > 0 AND NOT attisdropped", (table,))]
-
-
-def _analyze_if_grown(tx: Tx, table: str, rows_written: int) -> None:
-    """Postgres: refresh the table's statistics when this load wrote a fifth of it or more (or it never had
-    any), so the next load's merge, dbt's models and the checks are planned for its size. A million-row
-    table takes about 0.2 s; autovacuum may be off, or not have come round yet."""
-    reltuples = tx.scalar("SELECT reltuples FROM pg_class WHERE oid = CAST(? AS regclass)", (table,))
-    if reltuples is None or reltuples < 0 or rows_written >= 0.2 * reltuples:
-        tx.execute(f"ANALYZE {table}")
-
-
 def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
     return tx.scalar(f"SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?",
                      (asset, partition_key))
-
-
-def _prepare(tx: Tx, contract: Contract, partition_key: str) -> datetime | None:
-    """A load's first statements: the tables checked (created or brought up to date), then the watermark
-    this partition's last load committed."""
-    ensure_tables(tx, contract)
-    return read_watermark(tx, contract.name, partition_key)
-
-
-@dataclass
-class _Early:
-    """The start of an extract read while the warehouse opens, on the bounds a remembered watermark gives."""
-
-    opening: Opening
-    hint: datetime
-    bounds: ExtractBounds
-    first: tuple[pa.Table, Verdicts] | None
-    rest: Iterator[tuple[pa.Table, Verdicts]]
-
-    def chunks(self) -> Iterator[tuple[pa.Table, Verdicts]]:
-        return itertools.chain([] if self.first is None else [self.first], self.rest)
-
-    def close(self) -> None:
-        """Stop the extract (its connection closed) if it was not read to the end."""
-        self.rest.close()
 
 
 def _validated(chunks: Iterator[pa.Table], contract: Contract,
@@ -405,43 +306,6 @@ def _validated(chunks: Iterator[pa.Table], contract: Contract,
         close = getattr(chunks, "close", None)
         if close is not None:  # an extract stopped early lets go of its connection now
             close()
-
-
-def _open_early(warehouse: Warehouse, source: Source, contract: Contract, partition_key: str,
-                full_refresh: bool, vacuum: bool = True) -> tuple[Opening, datetime] | None:
-    """A small re-run spends as long opening DuckDB (its catalog: 17-50 ms in a fresh process) as reading
-    its change from the source. When the warehouse remembers the watermark this partition's last load
-    committed, the warehouse opens on another thread from the load's start, before the preflight (and
-    there checks its tables and reads the watermark, `_prepare`), while the source's first chunk is read
-    and validated on the bounds that watermark gives (`_read_ahead`). The load keeps what was read only if
-    the watermark it read inside its transaction gives the same bounds (`load_partition`); otherwise it
-    reads again."""
-    if full_refresh or not source.uses_watermark or not source.prefetchable:
-        return None
-    hint = warehouse.watermark_hint(contract.name, partition_key)
-    if hint is None:
-        return None
-    return warehouse.open_in_background(lambda tx: _prepare(tx, contract, partition_key), vacuum=vacuum), hint
-
-
-def _read_ahead(opening: Opening, hint: datetime, source: Source, contract: Contract, read_cols: list[str],
-                missing_optional: tuple[str, ...], window: Window, lookback: timedelta,
-                chunk_rows: int) -> _Early:
-    """The source's first chunk, read and validated on the bounds the remembered watermark gives (the
-    caller discards `opening` if this fails)."""
-    bounds = extract_bounds(window, hint, lookback)
-    chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
-                                       bounds.high, chunk_rows), contract, missing_optional)
-    return _Early(opening, hint, bounds, next(chunks, None), chunks)
-
-
-@contextmanager
-def _closing(early: _Early | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if early:
-            early.close()
 
 
 def load_partition(
@@ -467,40 +331,23 @@ def load_partition(
     asset = contract.name
     say = progress or log.info
     use_releasing_memory_pool()
-    key = redaction_key()
+    key = warehouse.redaction_key
     raw_t = raw_table(contract)
     k, tok = ident(contract.idempotency_key), ident(contract.change_token)
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
-    vacuum_at = _vacuum_at()  # a bad MESHLINE_DUCKDB_VACUUM_AT fails here, before anything is read
-    if warehouse.dialect == "duckdb":
-        checkpoint_threshold()  # and so does a bad MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD
-    vacuum = vacuum_at == 0
-    opened = _open_early(warehouse, source, contract, partition_key, full_refresh, vacuum)
-    try:
-        read_cols, missing_optional, unknown = preflight(source, contract)
-        result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
-                            partition_key=partition_key, contract_version=contract.version,
-                            started_at=utcnow(), unknown_columns=unknown, missing_optional=missing_optional)
-        if unknown:
-            say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
-                f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
-                "version lists them")
-        early = _read_ahead(*opened, source, contract, read_cols, missing_optional, window, lookback,
-                            chunk_rows) if opened else None
-    except BaseException:
-        if opened:  # rolled back and closed; a connect still retrying on a locked file stops at once
-            opened[0].discard()
-        raise
+    read_cols, missing_optional, unknown = preflight(source, contract)
+    result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
+                        partition_key=partition_key, contract_version=contract.version,
+                        started_at=utcnow(), unknown_columns=unknown, missing_optional=missing_optional)
+    if unknown:
+        say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
+            f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
+            "version lists them")
 
-    with _closing(early), warehouse.transaction(early.opening if early else None, vacuum=vacuum) as tx:
-        if tx.dialect == "postgres" and PG_RANDOM_PAGE_COST:
-            # The merge probes the raw table's key index for each staged row; at Postgres's default cost
-            # (4, a spinning disk's) the planner scans the whole table instead: a 1% re-run's DELETE took
-            # 110 ms, with index probes 40. Scoped to this transaction; MESHLINE_PG_RANDOM_PAGE_COST=""
-            # keeps the server's setting.
-            tx.execute(f"SET LOCAL random_page_cost = {_page_cost()}")
-        wm_from = early.opening.prepared if early else _prepare(tx, contract, partition_key)
+    with warehouse.transaction() as tx:
+        ensure_tables(tx, contract)
+        wm_from = read_watermark(tx, asset, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)
         source.begin(tx, asset, partition_key, rescan=full_refresh)
         result.watermark_from, result.extract_low, result.extract_high = wm_from, bounds.low, bounds.high
@@ -510,13 +357,8 @@ def load_partition(
         row_no = 0
         dead_letters: list[pa.Table] = []
         holds: list[pa.Table] = []
-        if early and early.bounds == bounds:  # read on the right bounds while the warehouse opened
-            chunks = early.chunks()
-        else:
-            if early:  # the watermark moved since the hint was written: read again on the real bounds
-                early.close()
-            chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
-                                               bounds.high, chunk_rows), contract, missing_optional)
+        chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
+                                           bounds.high, chunk_rows), contract, missing_optional)
         for chunk, verdicts in chunks:
             n = chunk.num_rows
             if unknown:
@@ -557,54 +399,23 @@ def load_partition(
             result.reason_counts["malformed_record"] += len(broken)
 
         # Newest change token per key wins; a row replaces the stored one only if strictly newer, so a
-        # re-run (equal tokens) and a late, older version (smaller token) both change nothing. The
-        # winners are picked on a narrow projection (key, token, tiebreak, row number), then the winning
-        # rows are written with provenance: cheaper in time and memory than an upsert of the whole stage
-        # (DuckDB: 2.4x faster, a third less memory).
-        pg = tx.dialect == "postgres"
-        _temp(tx, "_ml_win", f"{k} {SQL_TYPES[contract.column(contract.idempotency_key).type]}, _row_no BIGINT"
-                             + (", _stored BOOLEAN" if pg else ""))
-        if pg:  # statistics first: without them the planner misjudges the stage's size
-            # Only the columns the merge joins and filters on: the size estimate comes with any ANALYZE,
-            # and sampling every text column cost a 1% re-run's stage 42 ms of its ~0.9 s.
-            planned = dict.fromkeys([k, tok, tiebreak, "_row_no"]
-                                    + ([ident(contract.locator)] if contract.locator in contract.column_names
-                                       else []))
-            tx.execute(f"ANALYZE _ml_stage ({', '.join(planned)})")
+        # re-run (equal tokens) and a late, older version (smaller token) both change nothing. Winners are
+        # picked on a narrow projection, then only their rows are written, with provenance.
+        _temp(tx, "_ml_win", f"{k} {SQL_TYPES[contract.column(contract.idempotency_key).type]}, _row_no BIGINT")
+        if tx.dialect == "postgres":  # without statistics the planner misjudges the stage's size
+            tx.execute("ANALYZE _ml_stage")
         newest = (f"SELECT {k}, {tok}, _row_no{'' if tiebreak == '_row_no' else ', ' + tiebreak},"
                   f" row_number() OVER (PARTITION BY {k} ORDER BY {tok} DESC, {tiebreak} DESC) AS _rn"
                   f" FROM _ml_stage")
-        if pg:  # the raw key is unique (its primary key): one probe says whether and what is stored
-            result.rows_loaded = tx.execute_count(
-                f"INSERT INTO _ml_win SELECT s.{k}, s._row_no, r.{k} IS NOT NULL FROM ({newest}) s"
-                f" LEFT JOIN {raw_t} r ON r.{k} = s.{k}"
-                f" WHERE s._rn = 1 AND (r.{k} IS NULL OR NOT coalesce(r.{tok} >= s.{tok}, false))")
-            tx.execute("ANALYZE _ml_win")  # without statistics on the winners the planner nests loops
-        else:
-            result.rows_loaded = tx.execute_count(
-                f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ({newest}) s WHERE s._rn = 1 AND NOT EXISTS ("
-                f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
+        result.rows_loaded = tx.execute_count(
+            f"INSERT INTO _ml_win SELECT {k}, _row_no FROM ({newest}) s WHERE s._rn = 1 AND NOT EXISTS ("
+            f" SELECT 1 FROM {raw_t} r WHERE r.{k} = s.{k} AND r.{tok} >= s.{tok})")
         all_cols = cols + list(PROVENANCE)
         provenance = (contract.source_system, run_id, contract.version, result.started_at)
-        insert = (f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
-                  f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
-                  f" WHERE _row_no IN (SELECT _row_no FROM _ml_win{' WHERE NOT _stored' if pg else ''})")
-        if pg:
-            # A stored version is replaced in place: on a page with room (ddl.PG_RAW_FILLFACTOR) the new
-            # version needs no index entry and touches no other page (a delete + insert wrote every index
-            # leaf a scattered change lands on as well). Columns the contract no longer lists are emptied,
-            # as a delete + insert would leave them. New keys are inserted.
-            others = [c for c in _pg_columns(tx, raw_t) if c not in all_cols]
-            sets = ([f"{c} = s.{c}" for c in cols if c != k]
-                    + [f"_source_system = ?, _change_token = s.{tok}, _run_id = ?, _contract_version = ?,"
-                       " _loaded_at = ?"] + [f"{ident(c)} = NULL" for c in others])
-            tx.execute(f"UPDATE {raw_t} r SET {', '.join(sets)} FROM _ml_stage s JOIN _ml_win w"
-                       f" ON w._row_no = s._row_no AND w._stored WHERE r.{k} = s.{k}", provenance)
-        else:  # DuckDB: the versions replaced are deleted, the winners appended
-            tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
-        tx.execute(insert, provenance)
-        if pg and result.rows_loaded:
-            _analyze_if_grown(tx, raw_t, result.rows_loaded)
+        tx.execute(f"DELETE FROM {raw_t} WHERE {k} IN (SELECT {k} FROM _ml_win)")
+        tx.execute(f"INSERT INTO {raw_t} ({', '.join(all_cols)})"
+                   f" SELECT {', '.join(cols)}, ?, {tok}, ?, ?, ? FROM _ml_stage"
+                   f" WHERE _row_no IN (SELECT _row_no FROM _ml_win)", provenance)
         valid = result.rows_read - result.rows_dead_lettered - result.rows_held
         result.rows_superseded = valid - result.rows_loaded
 
@@ -642,14 +453,7 @@ def load_partition(
              result.rows_superseded, result.rows_dead_lettered, result.rows_held, wm_from, wm_to,
              contract.version, run_id,
              result.started_at, result.finished_at))
-        if tx.dialect == "duckdb" and result.rows_loaded and not tx.vacuum:
-            result.replaced_share = _vacuum_if_thinned(tx, contract, vacuum_at)
-            if tx.vacuum:
-                say(f"{asset} {partition_key}: {result.replaced_share:.0%} of {raw_t}'s stored rows are versions"
-                    " replaced since its last compaction: this load's commit merges its row groups")
         if before_commit is not None:
             before_commit(tx)
-    if result.watermark_to != (early.hint if early else None):
-        warehouse.remember_watermark(asset, partition_key, result.watermark_to)
     result.seconds = time.perf_counter() - t0
     return result

@@ -7,16 +7,15 @@ Arrow table (DuckDB scans it in place; Postgres takes it as CSV over COPY).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from assets.loading.redaction import DEV_KEY
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,32 +28,6 @@ SQL_TYPES = {
     "date": "DATE",
     "boolean": "BOOLEAN",
 }
-
-DUCKDB_MEMORY_LIMIT = os.environ.get("MESHLINE_DUCKDB_MEMORY_LIMIT", "128MB")
-
-_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
-
-
-# A DuckDB commit appends to the write-ahead log (one write, one fsync) until the log passes this size; that
-# commit then checkpoints: it writes everything the log holds into the database file and merges row groups
-# (DuckDB's vacuum). Meshline's connections never checkpoint when they close (DuckDB's do by default), so
-# the next connection replays the log (a load does it on the thread that opens the warehouse, beside its
-# source read); `meshline compact` and the dbt asset's compaction checkpoint it. Measured (make bench's
-# million-row table, whose 1% re-run logs 1.5 MB, and its year of daily loads; one machine, one day),
-# against a checkpoint at every commit ("0b", Meshline before):
-# - a 1% re-run: commit 7-8 ms against 18-26, the re-run 0.098-0.108 s against 0.120-0.135 (medians of 10
-#   alternating fresh processes);
-# - twenty 1% loads in a row: mean 0.160 s against 0.163 (a checkpoint every other load instead);
-# - a year of daily loads of six boundaries: 462 s against 470, the nightly hygiene 61.3 s against 60.7.
-# At 4MiB the year took 487 s (nightly 63.8) and at 16MiB, DuckDB's default, 531 s: every connection
-# replays up to that much log, and a million-row full load left 13 MB of it (its dead letters) behind.
-def checkpoint_threshold() -> str:
-    """MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD (default 2MiB), checked."""
-    raw = os.environ.get("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD", "2MiB")
-    if not _SIZE.match(raw):
-        raise ValueError("MESHLINE_DUCKDB_CHECKPOINT_THRESHOLD must be a size such as 2MiB, 512KB or 0b (every"
-                         f" commit checkpoints), not {raw!r}")
-    return raw.strip()
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -168,10 +141,9 @@ class Stage:
 class Tx:
     """One open transaction (or autocommit session) on the warehouse."""
 
-    def __init__(self, dialect: str, conn: Any, scratch: Path | None = None, vacuum: bool = True):
+    def __init__(self, dialect: str, conn: Any, scratch: Path | None = None):
         self.dialect = dialect
         self.conn = conn
-        self.vacuum = vacuum  # see Warehouse.transaction
         self._cur = conn.cursor() if dialect == "postgres" else conn
         self._scratch = scratch
         self._on_close: list = []
@@ -256,108 +228,50 @@ def _transient_connect_error(exc: Exception) -> bool:
     return False
 
 
-class Opening:
-    """A warehouse transaction being opened on another thread. DuckDB builds its catalog (about 20-45 ms
-    in a fresh process) with the GIL released, so the loader reads from the source meanwhile; `prepare`
-    then runs on the same thread inside the new transaction (the loader's DDL check and watermark read),
-    its result kept as `prepared`."""
-
-    def __init__(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None = None, vacuum: bool = True):
-        self._tx: Tx | None = None
-        self._error: BaseException | None = None
-        self._cancel = threading.Event()
-        self.prepared: Any = None
-        self._thread = threading.Thread(target=self._open, args=(warehouse, prepare, vacuum),
-                                        name="warehouse-open", daemon=True)
-        self._thread.start()
-
-    def _open(self, warehouse: Warehouse, prepare: Callable[[Tx], Any] | None, vacuum: bool) -> None:
-        try:
-            tx = warehouse._begin(warehouse._connect(cancel=self._cancel), vacuum)
-        except BaseException as exc:  # raised to the caller by result()
-            self._error = exc
-            return
-        try:
-            if prepare is not None:
-                self.prepared = prepare(tx)
-        except BaseException as exc:
-            self._error = exc
-            _abandon(tx)
-            return
-        self._tx = tx
-
-    def result(self) -> Tx:
-        """The open transaction (waits for it); the error connecting or preparing raised, if any."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._tx
-
-    def discard(self) -> None:
-        """The load failed before it used the transaction: roll it back and close the connection (which
-        lets go of DuckDB's file lock). A connect still retrying (the file locked by another process) stops
-        at its next attempt instead of holding the caller's error back."""
-        self._cancel.set()
-        self._thread.join()
-        if self._tx is not None:
-            _abandon(self._tx)
-            self._tx = None
-
-
-def _abandon(tx: Tx) -> None:
-    try:
-        tx.conn.rollback()
-    finally:
-        tx.close()
-        tx.conn.close()
-
-
 class Warehouse:
-    """Connections to the warehouse named by a URL; `transaction()` commits or rolls back as a unit."""
+    """Connections to the warehouse named by a URL; `transaction()` commits or rolls back as a unit.
 
-    def __init__(self, url: str):
+    `duckdb_memory_limit` bounds DuckDB's memory (past it, a merge spills to disk); `connect_attempts`
+    is how often a transient connection failure is tried before it is raised; `redaction_key` keys the
+    HMAC that stands in for PII values in what is written beside the raw tables."""
+
+    def __init__(self, url: str, *, duckdb_memory_limit: str = "128MB", connect_attempts: int = 12,
+                 redaction_key: bytes = DEV_KEY.encode()):
         self.url = url
         self.parsed = WarehouseURL.parse(url)
         self.dialect = self.parsed.dialect
+        self.duckdb_memory_limit = duckdb_memory_limit
+        self.connect_attempts = connect_attempts
+        self.redaction_key = redaction_key
 
     def __repr__(self) -> str:
         return f"Warehouse({self.dialect})"
 
-    # Connecting is retried while the failure is transient: another process holds the DuckDB file's lock
-    # (a run worker and a sensor at once), or Postgres refuses connections (restarting, at its limit).
-    CONNECT_ATTEMPTS = int(os.environ.get("MESHLINE_WAREHOUSE_CONNECT_ATTEMPTS", "12"))
-
-    def _connect(self, cancel: threading.Event | None = None):
-        """A connection; transient failures retried with backoff until `cancel` (if given) is set."""
+    def _connect(self) -> Any:
+        """A connection; a transient failure (another process holds the DuckDB file, Postgres refuses
+        connections while it restarts or is at its limit) is retried with backoff and jitter."""
         import random
+        import time
 
-        cancel = cancel or threading.Event()
-        for attempt in range(self.CONNECT_ATTEMPTS):
+        for attempt in range(self.connect_attempts):
             try:
                 return self._connect_once()
             except Exception as exc:
-                if not _transient_connect_error(exc) or attempt == self.CONNECT_ATTEMPTS - 1 or cancel.is_set():
+                if not _transient_connect_error(exc) or attempt == self.connect_attempts - 1:
                     raise
-                # exponential backoff, full jitter; woken early by `cancel`
-                if cancel.wait(random.uniform(0, min(10.0, 0.1 * 2 ** attempt))):
-                    raise
+                time.sleep(random.uniform(0, min(10.0, 0.1 * 2 ** attempt)))
         raise AssertionError("unreachable")
 
-    def _connect_once(self):
+    def _connect_once(self) -> Any:
         if self.dialect == "duckdb":
             import duckdb
 
+            assert self.parsed.path is not None
             self.parsed.path.parent.mkdir(parents=True, exist_ok=True)
             # Inserts need not keep source order (the merge orders by change token), which lets DuckDB
             # stream them; temporary tables spill to disk past the memory limit instead of growing RSS.
-            conn = duckdb.connect(str(self.parsed.path), config={
-                "preserve_insertion_order": False, "memory_limit": DUCKDB_MEMORY_LIMIT})
-            try:  # what is committed stays in the write-ahead log until a commit checkpoints (above)
-                conn.execute("PRAGMA disable_checkpoint_on_shutdown")
-            except BaseException:
-                conn.close()
-                raise
-            return conn
+            return duckdb.connect(str(self.parsed.path), config={
+                "preserve_insertion_order": False, "memory_limit": self.duckdb_memory_limit})
         import psycopg2
 
         return psycopg2.connect(self.parsed.dsn)
@@ -366,79 +280,21 @@ class Warehouse:
         p = self.parsed.path
         return None if p is None else p.parent / f".{p.name}.scratch"
 
-    # The watermark each partition's last load committed, kept beside a DuckDB warehouse file (one small
-    # file each, written after the commit): the loader starts reading the source on the bounds it gives
-    # while the warehouse opens, and keeps what it read only if the watermark read inside the transaction
-    # gives the same bounds. A hint, never the record: missing, stale or unreadable, it costs nothing.
-    def hints_dir(self) -> Path | None:
-        """The folder of remembered watermarks beside a DuckDB warehouse file (None for Postgres)."""
-        p = self.parsed.path
-        return None if p is None else p.parent / f".{p.name}.watermarks"
-
-    def _hint_path(self, asset: str, partition_key: str) -> Path | None:
-        folder = self.hints_dir()
-        if folder is None:
-            return None
-        digest = hashlib.sha256(f"{asset}\0{partition_key}".encode()).hexdigest()[:16]
-        return folder / f"{ident(asset)}-{digest}"
-
-    def watermark_hint(self, asset: str, partition_key: str):
-        from datetime import datetime
-
-        path = self._hint_path(asset, partition_key)
-        try:
-            return None if path is None else datetime.fromisoformat(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def remember_watermark(self, asset: str, partition_key: str, watermark) -> None:
-        path = self._hint_path(asset, partition_key)
-        if path is None or watermark is None:
-            return
-        try:
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(watermark.isoformat())
-            tmp.replace(path)  # atomic: a reader sees the old hint or the new one
-        except OSError:
-            pass  # a read-only folder: loads work as without hints
-
-    def open_in_background(self, prepare: Callable[[Tx], Any] | None = None, vacuum: bool = True) -> Opening:
-        """Start a transaction on another thread (then `prepare(tx)` in it); `transaction(opening)` goes on
-        with it. `vacuum` as for `transaction`."""
-        return Opening(self, prepare, vacuum)
-
-    def _begin(self, conn, vacuum: bool = True, checkpoint: bool = False) -> Tx:
+    def _begin(self, conn: Any) -> Tx:
         """A transaction on `conn` (closed if beginning fails)."""
         try:
             if self.dialect == "duckdb":
-                # Set by every transaction: the setting is the instance's, which connections of one process
-                # to one file share.
-                threshold = "0b" if checkpoint else checkpoint_threshold()
-                conn.execute(f"SET checkpoint_threshold = '{threshold}'")
-                if not vacuum:
-                    conn.execute("SET max_vacuum_tasks = 0")
                 conn.execute("BEGIN TRANSACTION")
         except BaseException:
             conn.close()
             raise
-        return Tx(self.dialect, conn, self._scratch(), vacuum)
+        return Tx(self.dialect, conn, self._scratch())
 
     @contextmanager
-    def transaction(self, opening: Opening | None = None, vacuum: bool = True,
-                    checkpoint: bool = False) -> Iterator[Tx]:
-        """One transaction, on a new connection or the one `open_in_background` began; committed if the
-        block ends normally, else rolled back; the connection closed after.
-
-        DuckDB: the commit goes to the write-ahead log unless the log passes `checkpoint_threshold()`, or
-        `checkpoint` is set: then it checkpoints, writing everything the log holds into the database file.
-        `vacuum=False` (loads with MESHLINE_DUCKDB_VACUUM_AT above 0): a commit that checkpoints writes
-        what the log holds and merges no row groups. At a checkpoint DuckDB merges adjacent row groups that
-        deletes have thinned enough to fit in fewer; scattered replacements bring groups there every few
-        loads, and such a checkpoint rewrote three or four whole row groups (360 k rows: a 1% re-run that
-        checkpointed at every commit took 0.35-0.57 s instead of 0.12-0.16). `compact()` merges them
-        instead, at a time chosen for it."""
-        tx = opening.result() if opening is not None else self._begin(self._connect(), vacuum, checkpoint)
+    def transaction(self) -> Iterator[Tx]:
+        """One transaction on a new connection: committed if the block ends normally, else rolled back;
+        the connection closed after."""
+        tx = self._begin(self._connect())
         conn = tx.conn
         try:
             try:
@@ -448,8 +304,6 @@ class Warehouse:
                 raise
             else:
                 conn.commit()
-                if not tx.vacuum and tx.dialect == "duckdb":  # global to the instance, which may be shared
-                    conn.execute("RESET max_vacuum_tasks")
             finally:
                 tx.close()
         finally:

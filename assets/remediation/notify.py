@@ -1,7 +1,6 @@
-"""Notifiers: where pages go. Chosen from the environment (a webhook URL is a secret):
-
-    MESHLINE_ALERT_WEBHOOK_URL   unset → pages are written to the log (`meshline.alerts` logger)
-    MESHLINE_ALERT_FORMAT        slack (default when a URL is set: `{"text": ...}`) | json (the whole page)
+"""Notifiers: where pages go. With no webhook URL (MESHLINE_ALERT_WEBHOOK_URL, a secret) pages are
+written to the log (`meshline.alerts` logger); with one, they are posted as Slack's `{"text": ...}` or
+as the whole page in JSON (meshline.yaml's `alerts.format`).
 
 Transient failures (connection errors, timeouts, 429, 5xx) are retried with exponential backoff and
 jitter; any other answer is not. A page never carries raw PII: it is built from counts, reason codes,
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,17 +32,6 @@ class Notifier:
     backoff_base_s: float = 0.5
     timeout_s: float = 10.0
     sleep: Callable[[float], None] = time.sleep
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Notifier:
-        env = dict(os.environ if env is None else env)
-        url = env.get("MESHLINE_ALERT_WEBHOOK_URL") or None
-        kind = env.get("MESHLINE_ALERT_FORMAT", "slack" if url else "log")
-        if kind not in ("log", "slack", "json"):
-            raise ValueError(f"MESHLINE_ALERT_FORMAT must be log, slack or json, not {kind!r}")
-        if kind != "log" and not url:
-            raise ValueError(f"MESHLINE_ALERT_FORMAT={kind} needs MESHLINE_ALERT_WEBHOOK_URL")
-        return cls(kind=kind, url=url)
 
     @property
     def name(self) -> str:

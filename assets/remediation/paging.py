@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from assets.loading.ddl import META_SCHEMA
-from assets.loading.redaction import redact_value, redaction_key
+from assets.loading.redaction import redact_value
 from assets.remediation.notify import Notifier, NotifyError
 from assets.remediation.state import SEVERITY, audit, ensure, now
 from expectations.contract import Contract
@@ -64,7 +64,7 @@ def stats(wh, contract: Contract, at: datetime, window: timedelta = DEFAULT_WIND
             f"SELECT record_key FROM {META_SCHEMA}.dead_letters WHERE contract = ? AND status = 'open' AND"
             " first_seen_at >= ? AND first_seen_at < ? AND record_key IS NOT NULL ORDER BY dead_letter_id LIMIT ?",
             (contract.name, start, at, SAMPLE_KEYS))]
-    hkey = redaction_key()
+    hkey = wh.redaction_key
     return DeadLetterStats(contract.name, start, at, sum(by_reason.values()), int(previous or 0), int(read or 0),
                            by_reason, [redact_value(k, hkey) for k in keys])
 

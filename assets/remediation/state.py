@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from assets.config import AUDIT_RETENTION_DAYS
 from assets.loading.ddl import META_SCHEMA, utcnow
 
 DDL = [
@@ -216,24 +217,6 @@ def audit(tx, actor: str, action: str, target: str, details: dict, at: datetime 
     tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log (seq, logged_at, actor, action, target, details, prev_hash, row_hash)"
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                (seq, at, actor, action, target, text, prev, _row_hash(prev, seq, at, actor, action, target, text)))
-
-
-AUDIT_RETENTION_DAYS = (90, 365)  # the range the retention may be set in
-
-
-def audit_retention_days(env: dict[str, str] | None = None) -> int:
-    import os
-
-    env = os.environ if env is None else env
-    raw = env.get("MESHLINE_AUDIT_RETENTION_DAYS", str(AUDIT_RETENTION_DAYS[1]))
-    try:
-        days = int(raw)
-    except ValueError:
-        raise ValueError(f"MESHLINE_AUDIT_RETENTION_DAYS must be a whole number of days, not {raw!r}") from None
-    lo, hi = AUDIT_RETENTION_DAYS
-    if not lo <= days <= hi:
-        raise ValueError(f"MESHLINE_AUDIT_RETENTION_DAYS must be between {lo} and {hi}, not {days}")
-    return days
 
 
 def prune_audit_log(wh, days: int, actor: str, at: datetime | None = None) -> int:

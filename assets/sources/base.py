@@ -35,9 +35,6 @@ class Source(ABC):
     # Columns the connector itself adds to every record (a file drop's `source_position`): offered to a
     # contract that names them, never "unknown" source columns when it does not.
     synthetic_columns: tuple[str, ...] = ()
-    # Extracts that depend on nothing `begin()` reads from the warehouse may start before the load's
-    # transaction opens (the loader reads a first chunk while the warehouse connects).
-    prefetchable: bool = False
 
     def begin(self, tx, asset: str, partition_key: str, rescan: bool = False) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction before extracting (file drops read their manifest;

@@ -41,7 +41,6 @@ class SqlSource(Source):
     postgresql+psycopg2://..., or any SQLAlchemy URL. A `query` is read as a subquery, the change-token
     window applied around it; it may not contain `?` (the window's placeholders)."""
 
-    prefetchable = True  # begin() is the base class's no-op
 
     def __init__(self, url: str, table: str, system: str, query: str | None = None):
         self.url = url

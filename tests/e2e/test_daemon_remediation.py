@@ -18,7 +18,7 @@ import pytest
 
 from assets.loading import Warehouse
 from assets.sandbox import FaultRates, LeadHandoffSandbox
-from orchestration.settings import PROJECT_ROOT, Settings
+from assets.settings import PROJECT_ROOT, Settings
 from tests.conftest import SIM_END
 from tests.helpers import day_keys
 
@@ -44,13 +44,13 @@ def test_daemon_compensates_a_late_crm_lead_and_closes_the_incident(home, tmp_pa
     truth = sandbox.generate(end=SIM_END, days=3, leads_per_day=60, seed=13, faults=FaultRates(
         never_synced=0.08, duplicated=0, slow=0, malformed_marketing=0, malformed_crm=0, late=0))
 
-    from orchestration.definitions import LEAD_HANDOFF_JOB, build_defs
+    from orchestration.definitions import build_defs
 
     defs = build_defs(settings)
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     for key in day_keys(truth) * 2:  # the second pass judges each day with the CRM fully loaded
-        defs.resolve_job_def(LEAD_HANDOFF_JOB).execute_in_process(partition_key=key, instance=instance,
+        defs.resolve_job_def("lead_handoff_job").execute_in_process(partition_key=key, instance=instance,
                                                                   raise_on_error=False, run_config=quiet)
     wh = Warehouse(settings.warehouse_url)
     _, incidents = _state(wh)

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 import pytest
 
+from assets.hygiene.report import GAP, PAD_B, PAD_L, PAD_R, PAD_T, TOP0, H, W, write_report
 from assets.loading import Warehouse
 from assets.remediation.state import CheckOutcome, ensure, now, record_check
-from orchestration.report import GAP, PAD_B, PAD_L, PAD_R, PAD_T, TOP0, H, W, write_report
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 pytestmark = pytest.mark.slow
 FLOWS = ("lead_handoff", "quote_to_cash", "subscription_updates")

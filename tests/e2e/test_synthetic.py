@@ -10,10 +10,11 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from assets.hygiene.synthetic import MODES, REMEDIABLE, SYNTHETIC_TAG, prune, run_synthetic
 from assets.loading import Warehouse
 from assets.remediation.state import now
-from orchestration.settings import Settings
-from orchestration.synthetic import MODES, REMEDIABLE, SYNTHETIC_TAG, main, prune, run_synthetic
+from assets.settings import Settings
+from orchestration.cli.synthetic import main
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestration.settings import PROJECT_ROOT, Settings
+from assets.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.slow
 

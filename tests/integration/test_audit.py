@@ -8,14 +8,16 @@ from datetime import timedelta
 
 import pytest
 
+from assets.hygiene.audit import evaluate
 from assets.loading import Warehouse
 from assets.loading.ddl import ensure_tables
 from assets.remediation.state import CheckOutcome, ensure, now, record_check, record_postmortem
+from assets.settings import PROJECT_ROOT, Settings
 from expectations.registry import Registry
-from orchestration.audit import evaluate, main
-from orchestration.settings import PROJECT_ROOT, Settings
+from orchestration.cli.audit import main
 
 GOOD_ENV = {"MESHLINE_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook", "MESHLINE_REDACTION_KEY": "k" * 32}
+GOOD = {"alert_webhook_url": GOOD_ENV["MESHLINE_ALERT_WEBHOOK_URL"], "redaction_key": GOOD_ENV["MESHLINE_REDACTION_KEY"]}
 FLOWS = {"lead_handoff": ("marketing_leads", "crm_leads"), "quote_to_cash": ("crm_opportunities", "billing_invoices"),
          "subscription_updates": ("product_plan_events", "billing_subscriptions")}
 
@@ -24,7 +26,7 @@ FLOWS = {"lead_handoff": ("marketing_leads", "crm_leads"), "quote_to_cash": ("cr
 def healthy(warehouse_url, tmp_path):
     """A warehouse in the state a well-run Meshline leaves: contracts published, every boundary loaded
     and checked, the scorecard built, a recent synthetic run, an intact audit log."""
-    from orchestration.contracts_cli import publish
+    from orchestration.cli.contracts import publish
 
     reg = Registry()
     publish(reg, warehouse_url)
@@ -48,16 +50,16 @@ def healthy(warehouse_url, tmp_path):
             record_check(wh, CheckOutcome(flow=flow, contract=n, contract_severity="standard", asset=n,
                                           check_name=f"volume_{n}", partition_key="2026-03-10", passed=True,
                                           severity="WARN", remediable=True, description="ok", run_id="r"))
-    return Settings(home=tmp_path / "home", warehouse_url=warehouse_url), wh
+    return Settings(home=tmp_path / "home", warehouse_url=warehouse_url, **GOOD), wh
 
 
-def _verdicts(settings, env=GOOD_ENV) -> dict[int, bool]:
-    return {it.number: it.ok for it in evaluate(settings, env)}
+def _verdicts(settings, **changes) -> dict[int, bool]:
+    return {it.number: it.ok for it in evaluate(dataclasses.replace(settings, **changes))}
 
 
 def test_a_healthy_state_meets_all_twelve(healthy, monkeypatch, capsys):
     settings, _ = healthy
-    items = evaluate(settings, GOOD_ENV)
+    items = evaluate(settings)
     assert [it.number for it in items if not it.ok] == [], [(it.name, it.evidence) for it in items if not it.ok]
     assert all(it.evidence for it in items)
     monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", settings.warehouse_url)
@@ -82,14 +84,14 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
 
     change("DELETE FROM meshline.contracts WHERE contract = 'crm_leads'")
     assert _verdicts(settings)[1] is False
-    from orchestration.contracts_cli import publish
+    from orchestration.cli.contracts import publish
 
     publish(Registry(), settings.warehouse_url)
     change("DELETE FROM marts.hygiene_scorecard WHERE flow = 'quote_to_cash'")
     assert _verdicts(settings)[2] is False
     change("DELETE FROM meshline.load_log WHERE asset = 'billing_invoices'")
     assert _verdicts(settings)[3] is False
-    assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_ALERT_WEBHOOK_URL": ""})[4] is False
+    assert _verdicts(settings, alert_webhook_url=None)[4] is False
     change("UPDATE meshline.synthetic_runs SET started_at = ?", (now() - timedelta(hours=30),))
     assert _verdicts(settings)[5] is False
     change("CREATE TABLE raw.unkeyed (x INTEGER)")
@@ -100,12 +102,13 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
         change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 1), (2, 2)")
         assert _verdicts(settings)[7] is True
         change("INSERT INTO raw.crm_leads (crm_lead_id, row_id) VALUES (1, 3)")
-        items = {it.number: it for it in evaluate(settings, GOOD_ENV)}
+        items = {it.number: it for it in evaluate(settings)}
         assert not items[7].ok and "crm_leads (repeated crm_lead_id)" in items[7].evidence
         change("DELETE FROM raw.crm_leads WHERE row_id = 3")
         assert _verdicts(settings)[7] is True
-    assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_COMPENSATION": "off"})[10] is False
-    assert _verdicts(settings, {**GOOD_ENV, "MESHLINE_REDACTION_KEY": ""})[12] is False
+    stopped = (PROJECT_ROOT / "meshline.yaml").read_text().replace("compensation: true", "compensation: false", 1)
+    assert _verdicts(settings, config_path=_write_config(tmp_path, stopped))[10] is False
+    assert _verdicts(settings, redaction_key=None)[12] is False
 
     # 11: a resolved P1 without a postmortem; recording one makes it Y again
     for passed in (False, True):
@@ -123,8 +126,7 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
     assert _verdicts(settings)[12] is False
 
     # 6 and 8: configuration — a flow validated on one side only; an HTTP source that never retries
-    one_side = settings.__class__(home=settings.home, warehouse_url=settings.warehouse_url,
-                                  config_path=_write_config(tmp_path, """version: 1
+    one_side = dataclasses.replace(settings, config_path=_write_config(tmp_path, """version: 1
 flows:
   lead_handoff:
     boundaries:
@@ -133,8 +135,7 @@ flows:
 """))
     assert _verdicts(one_side)[6] is False
     text = (PROJECT_ROOT / "meshline.yaml").read_text().replace("page_size: 500", "page_size: 500\n          max_retries: 0", 1)
-    no_retry = settings.__class__(home=settings.home, warehouse_url=settings.warehouse_url,
-                                  config_path=_write_config(tmp_path, text))
+    no_retry = dataclasses.replace(settings, config_path=_write_config(tmp_path, text))
     assert _verdicts(no_retry)[8] is False
 
     # 9 and 12: contracts — no runbook; an e-mail column not marked PII

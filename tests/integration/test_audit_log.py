@@ -9,7 +9,9 @@ import pytest
 
 from assets.loading import Warehouse
 from assets.remediation.state import audit, now, prune_audit_log, verify_audit_log
-from orchestration.ops_cli import audit_log
+from assets.settings import PROJECT_ROOT
+from orchestration.cli import main
+from orchestration.cli.ops import audit_log
 
 
 def _fill(wh, n=6, start=None):
@@ -55,7 +57,7 @@ def test_reordered_rows_are_found(wh):
     assert any(p.startswith("row 2:") for p in problems) and any(p.startswith("row 3:") for p in problems)
 
 
-def test_retention_prunes_old_rows_and_keeps_the_chain_verifiable(warehouse_url, monkeypatch, capsys):
+def test_retention_prunes_old_rows_and_keeps_the_chain_verifiable(warehouse_url, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
     wh = Warehouse(warehouse_url)
     _fill(wh, 4, start=now() - timedelta(days=120))
@@ -67,6 +69,10 @@ def test_retention_prunes_old_rows_and_keeps_the_chain_verifiable(warehouse_url,
     assert actions == ["dlq.resolve"] * 3 + ["audit_log.prune"]
     with pytest.raises(ValueError, match="between 90 and 365"):
         prune_audit_log(wh, 30, "test")
-    monkeypatch.setenv("MESHLINE_AUDIT_RETENTION_DAYS", "400")
-    assert audit_log(["prune"]) == 2 and "between 90 and 365" in capsys.readouterr().err
+    config = tmp_path / "meshline.yaml"
+    config.write_text((PROJECT_ROOT / "meshline.yaml").read_text().replace("audit_days: 365", "audit_days: 400"))
+    monkeypatch.setenv("MESHLINE_CONFIG", str(config))
+    assert main(["audit-log", "prune"]) == 2
+    assert "retention.audit_days: expected 90 to 365 days, got 400" in capsys.readouterr().err
+    monkeypatch.delenv("MESHLINE_CONFIG")
     assert audit_log(["prune", "--days", "365"]) == 0 and "pruned 0" in capsys.readouterr().out

@@ -7,9 +7,9 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets.config import ConfigError, load_config
 from assets.loading import Warehouse
-from orchestration.config import ConfigError, load_config
-from orchestration.settings import PROJECT_ROOT, Settings
+from assets.settings import PROJECT_ROOT, Settings
 from tests.helpers import day_keys
 
 GOOD = """\
@@ -84,12 +84,12 @@ def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(ho
     monkeypatch.setenv("TEST_MKT_URL", sandbox.marketing_url)
     monkeypatch.setenv("TEST_CRM_URL", pg_url)
 
-    from orchestration.definitions import LEAD_HANDOFF_JOB, build_defs
+    from orchestration.definitions import build_defs
 
     wh_url = f"duckdb:///{home / 'warehouse.duckdb'}"
     defs = build_defs(Settings(home=home, warehouse_url=wh_url, config_path=config))
     key = day_keys(sandbox.ground_truth())[1]
-    res = defs.resolve_job_def(LEAD_HANDOFF_JOB).execute_in_process(
+    res = defs.resolve_job_def("lead_handoff_job").execute_in_process(
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     md = {ev.asset_key.path[-1]: {k: v.value for k, v in ev.materialization.metadata.items()}
           for ev in res.get_asset_materialization_events()}
@@ -107,7 +107,7 @@ def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(ho
                                    "query: SELECT * FROM crm.leads_export WHERE status <> 'working'"))
     wh_url2 = f"duckdb:///{home / 'warehouse2.duckdb'}"
     defs = build_defs(Settings(home=home, warehouse_url=wh_url2, config_path=config))
-    res = defs.resolve_job_def(LEAD_HANDOFF_JOB).execute_in_process(
+    res = defs.resolve_job_def("lead_handoff_job").execute_in_process(
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     md2 = {ev.asset_key.path[-1]: {k: v.value for k, v in ev.materialization.metadata.items()}
           for ev in res.get_asset_materialization_events()}

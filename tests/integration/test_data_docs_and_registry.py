@@ -12,7 +12,7 @@ from assets.loading import Warehouse
 from expectations.compiler import suite_name
 from expectations.docs import DataDocs
 from expectations.registry import Registry
-from orchestration.contracts_cli import publish
+from orchestration.cli.contracts import publish
 from tests.helpers import day_keys, materialize_day
 
 

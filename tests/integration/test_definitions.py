@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+import yaml
 from dagster_dbt import DbtCliResource, dbt_assets
 
-from orchestration.settings import WAREHOUSE_POOL, Settings
+from assets.settings import WAREHOUSE_POOL, Settings
 
 
 @pytest.fixture
@@ -107,13 +108,17 @@ def test_settings_switch_on_the_warehouse_url(tmp_path):
     local = Settings.from_env({"MESHLINE_HOME": str(tmp_path)})
     assert local.dialect == "duckdb" and local.dbt_target == "duckdb"
     assert local.warehouse_url == f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-    assert local.dbt_env()["MESHLINE_DBT_DUCKDB_PATH"] == str(tmp_path / "warehouse.duckdb")
-    pg = Settings.from_env({"MESHLINE_HOME": str(tmp_path),
+    profile = yaml.safe_load((local.dbt_profiles_dir() / "profiles.yml").read_text())["meshline"]
+    assert profile["target"] == "duckdb"
+    assert profile["outputs"]["duckdb"]["path"] == str(tmp_path / "warehouse.duckdb")
+    pg = Settings.from_env({"MESHLINE_HOME": str(tmp_path / "pg"),
                             "MESHLINE_WAREHOUSE_URL": "postgresql+psycopg2://u:secret@db.internal:6543/wh"})
     assert pg.dialect == "postgres" and pg.warehouse_pool is None
-    env = pg.dbt_env()
-    assert (env["MESHLINE_DBT_TARGET"], env["MESHLINE_DBT_PG_HOST"], env["MESHLINE_DBT_PG_PORT"],
-            env["MESHLINE_DBT_PG_DBNAME"], env["MESHLINE_DBT_PG_PASSWORD"]) == ("postgres", "db.internal", "6543", "wh", "secret")
+    path = pg.dbt_profiles_dir() / "profiles.yml"
+    out = yaml.safe_load(path.read_text())["meshline"]["outputs"]["postgres"]
+    assert (out["host"], out["port"], out["dbname"], out["user"], out["password"]) == (
+        "db.internal", 6543, "wh", "u", "secret")
+    assert path.stat().st_mode & 0o077 == 0, "the profile holds the connection: owner-only"
     with pytest.raises(ValueError, match=r"postgresql\+psycopg2"):
         Settings.from_env({"MESHLINE_WAREHOUSE_URL": "postgresql://u@h/db"})
     with pytest.raises(ValueError, match="unsupported"):
@@ -125,7 +130,7 @@ def test_the_shipped_instance_configs_are_valid(tmp_path):
     validation; nightly_hygiene's runs are limited to one at a time in production."""
     from dagster._core.instance.config import dagster_instance_config
 
-    from orchestration.settings import PROJECT_ROOT
+    from assets.settings import PROJECT_ROOT
 
     cfg, _ = dagster_instance_config(str(PROJECT_ROOT / "deploy"), "dagster.yaml")
     limits = cfg["concurrency"]["runs"]["tag_concurrency_limits"]
@@ -163,9 +168,9 @@ def test_dbt_assets_read_off_the_manifest_are_the_ones_dbt_selects(home, warehou
     manifest`): the same assets, dependencies and checks as dagster-dbt's own selection with dbt's
     engine; and loading the code location then leaves dbt's selection engine (networkx) unimported."""
     from assets.dbt import build_dbt_assets, dbt_project
-    from orchestration.settings import DBT_PROJECT_DIR
+    from assets.settings import DBT_PROJECT_DIR
 
-    project = dbt_project(DBT_PROJECT_DIR, "duckdb")
+    project = dbt_project(DBT_PROJECT_DIR, "duckdb", Settings(home=home, warehouse_url=warehouse_url).dbt_profiles_dir())
     ours = build_dbt_assets(project, pool=None, dbt_vars={})
 
     @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt")

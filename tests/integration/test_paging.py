@@ -17,6 +17,7 @@ from assets.loading import Warehouse
 from assets.remediation.notify import Notifier, NotifyError
 from assets.remediation.paging import escalate_incidents, page_dead_letters, page_exhausted
 from assets.remediation.state import CheckOutcome, now, record_check
+from assets.resources import NotifierResource
 from expectations.registry import Registry
 from tests.helpers import day_keys, materialize_day
 
@@ -142,7 +143,6 @@ def test_slack_format_and_retries_of_transient_failures_only(receiver):
     with pytest.raises(NotifyError, match="failed 4 times"):
         Notifier(kind="json", url=receiver.url, sleep=lambda s: None).send(page)
     assert len(receiver.bodies) == 4
-    assert Notifier.from_env({}).kind == "log"
-    assert Notifier.from_env({"MESHLINE_ALERT_WEBHOOK_URL": receiver.url}).kind == "slack"
-    with pytest.raises(ValueError, match="needs MESHLINE_ALERT_WEBHOOK_URL"):
-        Notifier.from_env({"MESHLINE_ALERT_FORMAT": "json"})
+    assert NotifierResource().get().kind == "log"
+    assert NotifierResource(url=receiver.url).get().kind == "slack"
+    assert NotifierResource(url=receiver.url, format="json").get().kind == "json"

@@ -14,10 +14,10 @@ import pytest
 from assets.flows.boundary import boundary_asset
 from assets.loading import Warehouse, load_partition
 from assets.loading.watermark import daily_window
+from assets.resources import SourcesResource, WarehouseResource
 from assets.sources import FileDropSource, HttpSource, SqlSource
 from expectations import load_contract
 from expectations.reasons import SourceError, SourceUnreachable
-from orchestration.resources import SourcesResource, WarehouseResource
 
 DAY = "2026-03-10"
 

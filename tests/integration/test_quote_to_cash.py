@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from assets.flows import quote_to_cash
+from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from assets.sandbox.quote_to_cash import QuoteFaults, QuoteToCashSandbox
-from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from tests.conftest import SIM_END
 from tests.helpers import day_keys, snapshot
 

@@ -47,8 +47,7 @@ def test_a_refusing_postgres_is_retried_with_backoff_then_given_up(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(Warehouse, "CONNECT_ATTEMPTS", 4)
-    wh = Warehouse(f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x")
+    wh = Warehouse(f"postgresql+psycopg2://postgres@127.0.0.1:{port}/x", connect_attempts=4)
     calls = []
     real = wh._connect_once
     monkeypatch.setattr(wh, "_connect_once", lambda: calls.append(time.perf_counter()) or real())

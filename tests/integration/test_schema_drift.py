@@ -13,9 +13,9 @@ import duckdb
 from assets.flows.boundary import boundary_asset, contract_check
 from assets.loading import Warehouse
 from assets.loading.watermark import daily_window
+from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from expectations import load_contract
 from expectations.contract import Column
-from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from tests.helpers import day_keys, snapshot
 
 PARTS = dg.DailyPartitionsDefinition(start_date="2026-01-01")

@@ -12,9 +12,9 @@ import pytest
 
 from assets.flows import subscription_updates
 from assets.loading import Warehouse
+from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from assets.sandbox.billing_api import BillingApi
 from assets.sandbox.subscription_updates import SubscriptionFaults, SubscriptionSandbox
-from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
 from tests.conftest import SIM_END
 from tests.helpers import day_keys, snapshot
 

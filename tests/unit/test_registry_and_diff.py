@@ -12,7 +12,7 @@ from expectations.contract import CONTRACTS_DIR
 from expectations.diff import BREAKING, COMPATIBLE, check_bump, diff
 from expectations.reasons import ContractError
 from expectations.registry import Registry
-from orchestration.contracts_cli import main as contracts
+from orchestration.cli.contracts import main as contracts
 
 BASE = yaml.safe_load((CONTRACTS_DIR / "crm_leads" / "1.0.0.yml").read_text())
 

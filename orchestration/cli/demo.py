@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 # Failed runs are summed up in one line each (with the run id to open in the UI), not as stack traces.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -47,20 +47,20 @@ class FlowView:
 
 
 def flow_views() -> list[FlowView]:
-    from orchestration.definitions import LEAD_HANDOFF_JOB, QUOTE_TO_CASH_JOB, SUBSCRIPTION_UPDATES_JOB
+    from orchestration.jobs import flow_job_name
 
     return [
-        FlowView("lead_handoff", LEAD_HANDOFF_JOB,
+        FlowView("lead_handoff", flow_job_name("lead_handoff"),
                  (("contract_marketing_leads", "contract:mkt"), ("contract_crm_leads", "contract:crm"),
                   ("handoff_reconciliation", "reconciliation")),
                  "SELECT cast(mql_date AS TEXT), handoff_status, count(*) FROM marts.lead_handoff GROUP BY 1, 2",
                  ("missing", "duplicated", "late", "pending")),
-        FlowView("quote_to_cash", QUOTE_TO_CASH_JOB,
+        FlowView("quote_to_cash", flow_job_name("quote_to_cash"),
                  (("contract_crm_opportunities", "contract:opp"), ("contract_billing_invoices", "contract:inv"),
                   ("invoice_reconciliation", "invoices"), ("invoice_has_deal", "has_deal")),
                  "SELECT cast(event_date AS TEXT), q2c_status, count(*) FROM marts.quote_to_cash GROUP BY 1, 2",
                  ("missing_invoice", "amount_mismatch", "currency_mismatch", "no_deal", "pending")),
-        FlowView("subscription_updates", SUBSCRIPTION_UPDATES_JOB,
+        FlowView("subscription_updates", flow_job_name("subscription_updates"),
                  (("contract_product_plan_events", "contract:evt"),
                   ("contract_billing_subscriptions", "contract:sub"), ("plan_sync_reconciliation", "plan_sync")),
                  "SELECT cast(event_date AS TEXT), sync_status, count(*) FROM marts.subscription_updates GROUP BY 1, 2",
@@ -118,7 +118,8 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
 
     import dagster as dg
 
-    from orchestration.definitions import DBT_JOB, build_defs
+    from orchestration.definitions import build_defs
+    from orchestration.jobs import DBT_JOB
 
     defs = build_defs(settings)
     instance = dg.DagsterInstance.get()

@@ -175,7 +175,7 @@ def build_docs(reg: Registry, home: Path) -> str:
 
 
 def cmd_publish(reg: Registry, args) -> int:
-    from orchestration.settings import Settings
+    from assets.settings import Settings
 
     n = publish(reg, Settings.from_env().warehouse_url)
     print(f"{n} contract version(s) written to meshline.contracts")
@@ -183,7 +183,7 @@ def cmd_publish(reg: Registry, args) -> int:
 
 
 def cmd_docs(reg: Registry, args) -> int:
-    from orchestration.settings import Settings
+    from assets.settings import Settings
 
     print(build_docs(reg, Settings.from_env().home))
     return 0

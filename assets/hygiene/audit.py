@@ -1,23 +1,20 @@
 """`meshline audit`: the seed's 12-point checklist, evaluated against the real configuration and state.
 
 Each item is Y or N with its evidence. The command exits 1 when a critical item is N (and 0 otherwise),
-so it can gate a deployment. Items read meshline.yaml, the contract registry, the environment and the
+so it can gate a deployment. Items read the settings, meshline.yaml, the contract registry and the
 warehouse's `meshline.*` tables; nothing is loaded or validated.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 PII_NAME = re.compile(r"(^|_)(email|e_mail|phone|first_name|last_name|full_name|ssn|address)($|_)")
-DEFAULT_REDACTION_KEY_ENV = "MESHLINE_REDACTION_KEY"
 SYNTHETIC_MAX_AGE = timedelta(hours=26)
 
 
@@ -30,21 +27,16 @@ class Item:
     evidence: str
 
 
-@dataclass
 class Context:
-    settings: Settings
-    env: Mapping[str, str]
-
-    def __post_init__(self):
-        from assets.loading import Warehouse
+    def __init__(self, settings: Settings):
         from expectations.registry import Registry
-        from orchestration.config import load_config
 
-        self.config = load_config(self.settings.config_path, dict(self.env))
+        self.settings = settings
+        self.config = settings.config()
         reg = Registry()
         self.contracts = {b.name: reg.get(b.contract, b.contract_version) for b in self.config.boundaries.values()}
         self.flows = sorted({b.flow for b in self.config.boundaries.values()})
-        self.wh = Warehouse(self.settings.warehouse_url)
+        self.wh = settings.warehouse(self.config)
 
     def exists(self, schema: str, table: str) -> bool:
         return self.wh.table_exists(schema, table)
@@ -91,9 +83,9 @@ def _dead_letter_alerting(c: Context) -> tuple[bool, str]:
                if not any(s in k.slos for s in ("dead_letter_rate_max", "dead_letter_count_max"))]
     if without:
         return False, f"contracts with no dead-letter threshold: {', '.join(without)}"
-    if not c.env.get("MESHLINE_ALERT_WEBHOOK_URL"):
+    if not c.settings.alert_webhook_url:
         return False, "dead letters are queued, but pages only go to the log: set MESHLINE_ALERT_WEBHOOK_URL"
-    kind = c.env.get("MESHLINE_ALERT_FORMAT", "slack")
+    kind = c.config.operations.alert_format
     return True, f"meshline.dead_letters with thresholds on every contract; pages to a {kind} webhook"
 
 
@@ -147,16 +139,15 @@ def _idempotency(c: Context) -> tuple[bool, str]:
 
 
 def _retries(c: Context) -> tuple[bool, str]:
-    from assets.loading.warehouse import Warehouse
-
     no_retry = [b.name for b in c.config.boundaries.values()
                 if b.source.get("kind") == "http" and int(b.source.get("max_retries", 6)) < 1]
     if no_retry:
         return False, f"HTTP sources configured with no retry: {', '.join(no_retry)}"
-    if Warehouse.CONNECT_ATTEMPTS < 2:
-        return False, "warehouse connections are not retried (MESHLINE_WAREHOUSE_CONNECT_ATTEMPTS < 2)"
+    attempts = c.config.warehouse.connect_attempts
+    if attempts < 2:
+        return False, "warehouse connections are not retried (meshline.yaml warehouse.connect_attempts < 2)"
     return True, ("HTTP sources (429/5xx/timeouts, Retry-After), unreachable sources (asset retry policy, "
-                  f"exponential with jitter), warehouse connections ({Warehouse.CONNECT_ATTEMPTS} attempts), webhooks")
+                  f"exponential with jitter), warehouse connections ({attempts} attempts), webhooks")
 
 
 def _on_call(c: Context) -> tuple[bool, str]:
@@ -167,8 +158,8 @@ def _on_call(c: Context) -> tuple[bool, str]:
 
 
 def _backfill_tools(c: Context) -> tuple[bool, str]:
-    if c.env.get("MESHLINE_COMPENSATION", "on") == "off":
-        return False, "MESHLINE_COMPENSATION=off: the compensating-backfill sensor is stopped"
+    if not c.config.operations.compensation:
+        return False, "meshline.yaml remediation.compensation is false: the compensating-backfill sensor is stopped"
     return True, "the compensating_backfill sensor (capped, with backoff) and `meshline dlq replay`"
 
 
@@ -191,8 +182,8 @@ def _pii_and_audit(c: Context) -> tuple[bool, str]:
                 if PII_NAME.search(col.name) and not col.pii]
     if unmarked:
         return False, f"columns that look like PII but are not marked pii: {', '.join(unmarked)}"
-    if not c.env.get(DEFAULT_REDACTION_KEY_ENV):
-        return False, f"{DEFAULT_REDACTION_KEY_ENV} is not set: redaction uses the development key"
+    if not c.settings.redaction_key:
+        return False, "MESHLINE_REDACTION_KEY is not set: redaction uses the development key"
     problems = verify_audit_log(c.wh)
     if problems:
         return False, f"the audit log was tampered with: {problems[0]}"
@@ -216,8 +207,8 @@ CHECKLIST: list[tuple[str, bool, Callable[[Context], tuple[bool, str]]]] = [
 ]
 
 
-def evaluate(settings: Settings, env: Mapping[str, str] | None = None) -> list[Item]:
-    ctx = Context(settings, os.environ if env is None else env)
+def evaluate(settings: Settings) -> list[Item]:
+    ctx = Context(settings)
     items = []
     for i, (name, critical, fn) in enumerate(CHECKLIST, start=1):
         try:
@@ -226,29 +217,3 @@ def evaluate(settings: Settings, env: Mapping[str, str] | None = None) -> list[I
             ok, evidence = False, f"could not be evaluated: {type(exc).__name__}: {exc}"
         items.append(Item(i, name, critical, ok, evidence))
     return items
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="meshline audit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="one JSON object per item")
-    args = p.parse_args(argv)
-    items = evaluate(Settings.from_env())
-    for it in items:
-        if args.json:
-            print(json.dumps(it.__dict__, sort_keys=True))
-        else:
-            print(f"{it.number:>2}. [{'Y' if it.ok else 'N'}] {it.name}{' (critical)' if it.critical else ''}\n"
-                  f"        {it.evidence}")
-    failed = [it for it in items if it.critical and not it.ok]
-    if not args.json:
-        print(f"\n{sum(it.ok for it in items)}/12 met; "
-              + (f"critical not met: {', '.join(it.name for it in failed)}" if failed else "every critical item met"))
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

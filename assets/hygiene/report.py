@@ -14,12 +14,11 @@ by plot; data is drawn in saturated colours, axes and text in greys.
 from __future__ import annotations
 
 import html
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 PALETTE = {"lead_handoff": "#d62728", "quote_to_cash": "#1f77b4", "subscription_updates": "#2ca02c",
            "P1": "#d62728", "P2": "#ff7f0e", "detected": "#9467bd"}
@@ -152,19 +151,3 @@ def write_report(settings: Settings, out: Path) -> Path:
     out.write_text(render(plots, f"generated {now():%Y-%m-%d %H:%M} UTC from the warehouse "
                                  f"({'DuckDB' if settings.local else 'Postgres'})"))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="meshline report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="the HTML file to write")
-    args = p.parse_args(argv)
-    path = write_report(Settings.from_env(), Path(args.out))
-    print(f"report written: {path.resolve()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`meshline bench --year`: the nightly hygiene at a mid-size revenue organisation's volume.
+"""`make bench`'s year: the nightly hygiene at a mid-size revenue organisation's volume.
 
     1. the sandbox generates a year of all three flows ending yesterday (about 1 M leads, 200 k
        opportunities, 500 k invoice records, 100 k subscriptions, 2 M product plan events)
@@ -24,7 +24,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from orchestration.settings import PROJECT_ROOT, Settings
+from assets.settings import PROJECT_ROOT, Settings
 
 # A mid-size revenue organisation's year (issue #7, target 5).
 LEADS_PER_DAY = 2_740  # 1.0 M leads
@@ -84,16 +84,16 @@ def source_volumes(settings: Settings) -> dict[str, int]:
 
 def load_history(settings: Settings, first: date, last: date) -> dict:
     """Every boundary, day by day, first..last, through the loader (what the earlier nights did)."""
-    from assets.loading import Warehouse, load_partition
+    from assets.config import source_specs
+    from assets.loading import load_partition
     from assets.loading.watermark import daily_window
     from assets.sources import build_source
     from expectations.registry import Registry
-    from orchestration.config import load_config, source_specs
 
-    config = load_config(settings.config_path)
+    config = settings.config()
     specs = source_specs(settings, config)
     reg = Registry()
-    wh = Warehouse(settings.warehouse_url)
+    wh = settings.warehouse(config)
     t0 = time.perf_counter()
     rows = 0
     days = (last - first).days + 1
@@ -112,7 +112,30 @@ def load_history(settings: Settings, first: date, last: date) -> dict:
 
 def _env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "MESHLINE_HOME": str(settings.home), "MESHLINE_WAREHOUSE_URL": settings.warehouse_url,
-            "MESHLINE_PARTITION_START": settings.partition_start, "DAGSTER_HOME": str(settings.dagster_home)}
+            "MESHLINE_CONFIG": str(settings.config_path), "DAGSTER_HOME": str(settings.dagster_home)}
+
+
+def year_settings(home: Path, first: date) -> Settings:
+    """A fresh home whose meshline.yaml is the shipped one with its partitions starting at `first`."""
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    text = (PROJECT_ROOT / "meshline.yaml").read_text()
+    config = home / "meshline.yaml"
+    config.write_text(text.replace('start_date: "2026-01-01"', f'start_date: "{first.isoformat()}"', 1))
+    settings = Settings(home=home, warehouse_url=f"duckdb:///{home / 'warehouse.duckdb'}", config_path=config)
+    settings.ensure_local_dagster_home()
+    return settings
+
+
+def run_in_fresh_process(settings: Settings, request: dict) -> dict:
+    """`run_request` in a fresh process, as the daemon launches a run worker; its record and wall time."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench.year", "_run", json.dumps(request)],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, env=_env(settings))
+    if proc.returncode != 0:
+        raise SystemExit(f"run {request['run_key']} failed:\n{proc.stderr[-3000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall_s": round(time.perf_counter() - t0, 2)}
 
 
 def night_requests(settings: Settings, night: datetime) -> list[dict]:
@@ -160,13 +183,8 @@ def run_year(home: Path, *, days: int = 365, scale: float = 1.0, out=None) -> di
     night = datetime.combine(datetime.now(UTC).date(), datetime.min.time()).replace(hour=1, tzinfo=UTC)
     end = night.date() - timedelta(days=1)
     first = end - timedelta(days=days - 1)
-    if home.exists():
-        shutil.rmtree(home)
-    settings = Settings(home=home, warehouse_url=f"duckdb:///{home / 'warehouse.duckdb'}",
-                        partition_start=first.isoformat())
-    home.mkdir(parents=True)
-    settings.ensure_local_dagster_home()
-    os.environ.update(_env(settings))
+    settings = year_settings(home, first)
+    os.environ.update(_env(settings))  # DAGSTER_HOME for the schedule's evaluation in this process
     _say(f"generating a year of the three flows ({first} .. {end}) ...")
     gen = generate(settings, end, days, scale)
     _say("loading the history (every day but yesterday) ...")
@@ -176,13 +194,7 @@ def run_year(home: Path, *, days: int = 365, scale: float = 1.0, out=None) -> di
     runs = []
     t0 = time.perf_counter()
     for req in requests:
-        tr = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "orchestration.bench_year", "_run", json.dumps(req)],
-                              capture_output=True, text=True, cwd=PROJECT_ROOT, env=_env(settings))
-        if proc.returncode != 0:
-            raise SystemExit(f"nightly run {req['run_key']} failed:\n{proc.stderr[-3000:]}")
-        rec = {"measure": "nightly_hygiene_run", **json.loads(proc.stdout.strip().splitlines()[-1]),
-               "wall_s": round(time.perf_counter() - tr, 1)}
+        rec = {"measure": "nightly_hygiene_run", **run_in_fresh_process(settings, req)}
         runs.append(rec)
         if out:
             out(rec)

@@ -12,6 +12,9 @@
               url: ${MESHLINE_SOURCE_CRM_URL:-sandbox}
               table: crm_leads
 
+Beside `flows:`, optional blocks hold what a team rarely changes (`partitions`, `warehouse`, `alerts`,
+`remediation`, `retention`; see the shipped meshline.yaml for each key and its default).
+
 `${VAR}` and `${VAR:-default}` are replaced from the environment (secrets never live in the file);
 `url: sandbox` means the simulated system under MESHLINE_HOME. An invalid file fails when definitions
 load, with the file, the line, the key and the reason.
@@ -19,9 +22,10 @@ load, with the file, the line, the key and the reason.
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,14 @@ SOURCE_KEYS = {
     "files": {"kind": str, "folder": str, "pattern": str},
 }
 REQUIRED_SOURCE = {"sql": ("url",), "http": ("base_url", "path"), "files": ("folder",)}
+OPERATION_KEYS: dict[str, dict[str, Any]] = {
+    "partitions": {"start_date": str},
+    "warehouse": {"duckdb_memory_limit": str, "connect_attempts": int},
+    "alerts": {"format": str},
+    "remediation": {"compensation": bool, "sensor_interval_s": int},
+    "retention": {"synthetic_days": int, "audit_days": int},
+}
+AUDIT_RETENTION_DAYS = (90, 365)  # the range the audit log's retention may be set in
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
                  "volume_tolerance": (int, float), "source": dict}
 
@@ -61,9 +73,33 @@ class Boundary:
 
 
 @dataclass(frozen=True)
+class WarehouseOptions:
+    duckdb_memory_limit: str = "128MB"  # past it, DuckDB spills a merge to disk
+    connect_attempts: int = 12  # while the DuckDB file is locked or Postgres refuses connections
+
+
+@dataclass(frozen=True)
+class Operations:
+    """The blocks of meshline.yaml beside `flows:`, each optional."""
+
+    start_date: str = "2026-01-01"  # the first daily partition
+    warehouse: WarehouseOptions = WarehouseOptions()
+    alert_format: str = "slack"  # slack | json, when MESHLINE_ALERT_WEBHOOK_URL is set
+    compensation: bool = True  # the compensating-backfill sensor ships running
+    sensor_interval_s: int = 30
+    synthetic_retention_days: int = 90
+    audit_retention_days: int = 365
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     boundaries: dict[str, Boundary] = field(default_factory=dict)
+    operations: Operations = Operations()
+
+    @property
+    def warehouse(self) -> WarehouseOptions:
+        return self.operations.warehouse
 
     def flow_boundaries(self, flow: str) -> list[Boundary]:
         return [b for b in self.boundaries.values() if b.flow == flow]
@@ -82,8 +118,9 @@ def _lines(node: yaml.Node | None) -> dict[tuple, int]:
     return out
 
 
-def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
-    env = dict(os.environ if env is None else env)
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """meshline.yaml, checked; `${VAR}` expanded from `env` (the settings' captured environment)."""
+    env = dict(env or {})
     if not path.exists():
         raise ConfigError(f"{path}: no such configuration file")
     text = path.read_text()
@@ -121,13 +158,14 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
             if k not in allowed:
                 raise fail(where + (k,), f"unknown key (allowed: {', '.join(sorted(allowed))})")
             want = allowed[k]
-            if isinstance(v, bool) or not isinstance(v, want):
+            if (isinstance(v, bool) and want is not bool) or not isinstance(v, want):
                 names = want if isinstance(want, tuple) else (want,)
                 raise fail(where + (k,), f"expected {' or '.join(t.__name__ for t in names)}, got {type(v).__name__}")
 
-    check(data, {"version": int, "flows": dict}, ())
+    check(data, {"version": int, "flows": dict, **dict.fromkeys(OPERATION_KEYS, dict)}, ())
     if data.get("version") != 1:
         raise fail(("version",), "expected version: 1")
+    operations = _operations(data, check, fail)
     boundaries: dict[str, Boundary] = {}
     for flow, fdata in (data.get("flows") or {}).items():
         check(fdata, {"boundaries": dict}, ("flows", flow))
@@ -152,9 +190,45 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                                         contract_version=b.get("contract_version"),
                                         lookback_hours=float(b.get("lookback_hours", 6)), source=src,
                                         volume_tolerance=float(b.get("volume_tolerance", 0.5)))
-    config = Config(path=path, boundaries=boundaries)
+    config = Config(path=path, boundaries=boundaries, operations=operations)
     _check_contracts(config, fail)
     return config
+
+
+def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable[..., ConfigError]) -> Operations:
+    """The optional blocks beside `flows:`, checked; what is not set keeps its default."""
+    blocks = {}
+    for name, allowed in OPERATION_KEYS.items():
+        blocks[name] = data.get(name) or {}
+        check(blocks[name], allowed, (name,))
+    wh = blocks["warehouse"]
+    memory = wh.get("duckdb_memory_limit", WarehouseOptions.duckdb_memory_limit)
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)\s*", memory, re.IGNORECASE):
+        raise fail(("warehouse", "duckdb_memory_limit"), f"expected a size such as 128MB or 1GiB, got {memory!r}")
+    attempts = wh.get("connect_attempts", WarehouseOptions.connect_attempts)
+    if not 1 <= attempts <= 100:
+        raise fail(("warehouse", "connect_attempts"), f"expected 1 to 100, got {attempts}")
+    start = blocks["partitions"].get("start_date", Operations.start_date)
+    try:
+        date.fromisoformat(start)
+    except ValueError:
+        raise fail(("partitions", "start_date"), f"expected a date YYYY-MM-DD, got {start!r}") from None
+    fmt = blocks["alerts"].get("format", Operations.alert_format)
+    if fmt not in ("slack", "json"):
+        raise fail(("alerts", "format"), f"expected slack or json, got {fmt!r}")
+    interval = blocks["remediation"].get("sensor_interval_s", Operations.sensor_interval_s)
+    if not 5 <= interval <= 86_400:
+        raise fail(("remediation", "sensor_interval_s"), f"expected 5 to 86400 seconds, got {interval}")
+    synthetic = blocks["retention"].get("synthetic_days", Operations.synthetic_retention_days)
+    if synthetic < 1:
+        raise fail(("retention", "synthetic_days"), f"expected at least 1 day, got {synthetic}")
+    audit = blocks["retention"].get("audit_days", Operations.audit_retention_days)
+    lo, hi = AUDIT_RETENTION_DAYS
+    if not lo <= audit <= hi:
+        raise fail(("retention", "audit_days"), f"expected {lo} to {hi} days, got {audit}")
+    return Operations(start_date=start, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
+                      compensation=blocks["remediation"].get("compensation", True), sensor_interval_s=interval,
+                      synthetic_retention_days=synthetic, audit_retention_days=audit)
 
 
 def _check_contracts(config: Config, fail) -> None:

@@ -29,11 +29,11 @@ import json
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 MODES = ("missing_record", "duplicate", "malformed_row", "schema_drift", "late_arrival", "dropped_event",
          "partial_write", "rate_limit_throttling", "silent_etl_drop")
@@ -115,7 +115,7 @@ class _World:
         self.api.stop()
 
     def resources(self) -> dict:
-        from orchestration.resources import DataDocsResource, SourcesResource, WarehouseResource
+        from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 
         return {"warehouse": WarehouseResource(url=self.wh_url), "data_docs": DataDocsResource(root=str(self.root)),
                 "sources": SourcesResource(boundaries={
@@ -144,8 +144,8 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
 
     from assets.flows import lead_handoff, subscription_updates
     from assets.loading import Warehouse
+    from assets.remediation.compensation import plan_compensation
     from assets.remediation.state import now
-    from orchestration.sensors import plan_compensation
 
     instance = instance or dg.DagsterInstance.get()
     run_id = f"syn-{uuid.uuid4().hex[:10]}"
@@ -275,7 +275,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     result = SyntheticResult(run_id, started, time.perf_counter() - t0, scores)
-    _store(Warehouse(settings.warehouse_url), result)
+    _store(settings.warehouse(), result)
     return result
 
 
@@ -369,43 +369,3 @@ def prune(settings: Settings, *, instance=None, days: int = 90, at=None) -> dict
         if d.is_dir() and d.stat().st_mtime < time.time() - days * 86400:
             shutil.rmtree(d, ignore_errors=True)
     return {"results": int(n_res), "runs": int(n_runs), "dagster_runs": len(old)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
-
-    p = argparse.ArgumentParser(prog="meshline synthetic", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    rp = sub.add_parser("run", help="one synthetic end-to-end run; exit 1 when a mode is missed")
-    rp.add_argument("--disable", action="append", default=[], choices=sorted(set(DETECTORS.values())),
-                    help="switch a detector off (to see the modes it alone catches reported missed)")
-    rp.add_argument("--days", type=int, default=5)
-    rp.add_argument("--keep", action="store_true", help="keep the isolated sandbox and warehouse")
-    rp.add_argument("--json", action="store_true")
-    pr = sub.add_parser("prune", help="delete results and Dagster runs older than the retention")
-    pr.add_argument("--days", type=int, default=int(os.environ.get("MESHLINE_SYNTHETIC_RETENTION_DAYS", "90")))
-    args = p.parse_args(argv)
-    settings = Settings.from_env()
-    os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_local_dagster_home()))
-    if args.cmd == "prune":
-        print(json.dumps(prune(settings, days=args.days)))
-        return 0
-    if args.days < 5:
-        p.error("--days must be at least 5 (the volume check needs 3 earlier partitions)")
-    r = run_synthetic(settings, disabled=frozenset(args.disable), days=args.days, keep=args.keep,
-                      progress=(lambda m: None) if args.json else print)
-    if args.json:
-        print(json.dumps({"run_id": r.run_id, "missed": r.missed, "scores": [asdict(s) for s in r.scores]}))
-    else:
-        print(f"\n{'mode':<22} {'detector':<25} {'injected':>8} {'detected':>8} {'false +':>7} {'detect s':>8} "
-              f"{'remediated':>10}")
-        for s in r.scores:
-            rem = "-" if s.remediated is None else f"{s.remediated}/{s.injected}"
-            print(f"{s.mode:<22} {s.detector:<25} {s.injected:>8} {s.detected:>8} {s.false_positives:>7} "
-                  f"{'-' if s.seconds_to_detect is None else f'{s.seconds_to_detect:.1f}':>8} {rem:>10}"
-                  f"{'   MISSED' if s.missed else ''}")
-        print(f"\n{len(r.scores) - len(r.missed)}/{len(r.scores)} modes detected, {r.false_positives} false "
-              f"positive(s), {r.seconds:.0f} s" + (f"; MISSED: {', '.join(r.missed)}" if r.missed else ""))
-    return 1 if r.missed else 0

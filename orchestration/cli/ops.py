@@ -19,7 +19,7 @@ import json
 import sys
 from datetime import timedelta
 
-from orchestration.settings import Settings
+from assets.settings import Settings
 
 
 def _actor() -> str:
@@ -47,16 +47,16 @@ def _make_filters(args, status: str | None = "open"):
 def compensating_loader(settings: Settings):
     """(asset, partition, run_id) → LoadResult: a full-refresh reload of one boundary partition, through
     the source meshline.yaml configures for it."""
-    from assets.loading import Warehouse, load_partition
+    from assets.config import source_specs
+    from assets.loading import load_partition
     from assets.loading.watermark import daily_window
     from assets.sources import build_source
     from expectations.registry import Registry
-    from orchestration.config import load_config, source_specs
 
-    config = load_config(settings.config_path)
+    config = settings.config()
     specs = source_specs(settings, config)
     registry = Registry()
-    wh = Warehouse(settings.warehouse_url)
+    wh = settings.warehouse(config)
 
     def load(asset: str, partition: str, run_id: str):
         b = config.boundaries.get(asset)
@@ -190,18 +190,19 @@ def _dur(minutes: float) -> str:
 
 
 def audit_log(argv: list[str]) -> int:
-    from assets.loading import Warehouse
-    from assets.remediation.state import audit_retention_days, prune_audit_log, verify_audit_log
+    from assets.remediation.state import prune_audit_log, verify_audit_log
 
     p = argparse.ArgumentParser(prog="meshline audit-log", description=(
         "The append-only audit log (meshline.audit_log): each row carries the SHA-256 of the row before it."))
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("verify", help="exit 1 when a row was edited, deleted or reordered")
     pr = sub.add_parser("prune", help="delete rows older than the retention, keeping the chain verifiable")
-    pr.add_argument("--days", type=int, help="retention in days, 90..365 (default MESHLINE_AUDIT_RETENTION_DAYS, "
-                                             "else 365)")
+    pr.add_argument("--days", type=int, help="retention in days, 90..365 (default: meshline.yaml's "
+                                             "retention.audit_days, else 365)")
     args = p.parse_args(argv)
-    wh = Warehouse(Settings.from_env().warehouse_url)
+    settings = Settings.from_env()
+    config = settings.config()
+    wh = settings.warehouse(config)
     try:
         if args.cmd == "verify":
             problems = verify_audit_log(wh)
@@ -214,7 +215,7 @@ def audit_log(argv: list[str]) -> int:
                 return 1
             print(f"audit log intact: {n} row(s), every one chained to the one before")
             return 0
-        days = args.days if args.days is not None else audit_retention_days()
+        days = args.days if args.days is not None else config.operations.audit_retention_days
         n = prune_audit_log(wh, days, _actor())
         print(f"pruned {n} audit row(s) older than {days} days")
         return 0

@@ -1,0 +1,1 @@
+"""Meshline's benchmark (`make bench`): not part of the distribution."""
