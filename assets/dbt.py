@@ -63,12 +63,11 @@ def dbt_cli(project: DbtProject, profiles_dir: Path) -> DbtCliResource:
 def every_node_from_the_manifest() -> Iterator[None]:
     """While the dbt assets are built, the default selection (every node) is read off the manifest.
 
-    dagster-dbt evaluates a selection with dbt's own engine whenever dbt-core is installed, and importing
-    it (dbt.graph, networkx) costs every process that loads the definitions (code server, daemon, each
-    run worker) 0.5-0.7 s on a 2-core machine. The default selection needs no engine: dagster-dbt itself
-    answers it from the manifest's nodes when dbt-core is absent, and that is what is done here; any
-    other selection goes to dagster-dbt as before. tests/integration/test_definitions.py checks that
-    both ways give the same assets and checks."""
+    dagster-dbt evaluates a selection with dbt's own engine whenever dbt-core is installed, and every
+    process that loads the definitions (code server, daemon, each run worker) would pay for importing it.
+    The default selection needs no engine: dagster-dbt answers it from the manifest's nodes when dbt-core
+    is absent, and so does this; any other selection goes to dagster-dbt as before.
+    tests/integration/test_definitions.py checks that both ways give the same assets and checks."""
     import dagster_dbt.asset_utils as asset_utils
 
     original = getattr(asset_utils, "select_unique_ids", None)

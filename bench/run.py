@@ -35,7 +35,7 @@ from pathlib import Path
 from assets.settings import PROJECT_ROOT
 from bench.source import generate
 
-BENCH_CONTRACT = PROJECT_ROOT / "expectations" / "bench" / "crm_opportunities.yml"
+BENCH_CONTRACT = Path(__file__).resolve().parent / "crm_opportunities.yml"
 BENCH_DIR = Path(__file__).resolve().parent
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"  # the server the bench's databases go to (--pg)
 WINDOW = (datetime(1970, 1, 1), datetime(2100, 1, 1))

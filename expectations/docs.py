@@ -50,7 +50,7 @@ class DataDocs:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _suite(self, ctx, contract: Contract, *, refresh: bool = False):
-        """The contract's suite in the file context, written once per process (writing costs ~0.5 s)."""
+        """The contract's suite in the file context, written once per process (writing it is slow)."""
         from expectations.compiler import compile_suite, suite_name
 
         key = (str(self.root), suite_name(contract))

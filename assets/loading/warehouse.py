@@ -70,8 +70,7 @@ class Stage:
     Postgres: a temporary table (dropped at commit) filled by COPY. DuckDB: up to `memory_rows` rows are
     kept as Arrow and scanned in place; past that, everything goes to a Parquet file in a folder beside
     the warehouse file, read back as a temporary view. DuckDB keeps the rows of a transaction's temporary
-    tables in memory whatever its memory limit (a million rows: about 230 MiB); the file costs a few MiB
-    and its pages are the kernel's to evict. The file is removed when the transaction ends."""
+    tables in memory whatever its memory limit; the file's pages are the kernel's to evict. The file is removed when the transaction ends."""
 
     MEMORY_ROWS = 100_000
 

@@ -37,8 +37,12 @@ def _state(wh: Warehouse):
 
 
 def test_daemon_compensates_a_late_crm_lead_and_closes_the_incident(home, tmp_path, monkeypatch):
-    monkeypatch.setenv("MESHLINE_SENSOR_INTERVAL_S", str(INTERVAL_S))
+    config = tmp_path / "meshline.yaml"  # the daemon's processes read it through MESHLINE_CONFIG
+    config.write_text((PROJECT_ROOT / "meshline.yaml").read_text().replace(
+        "sensor_interval_s: 30", f"sensor_interval_s: {INTERVAL_S}", 1))
+    monkeypatch.setenv("MESHLINE_CONFIG", str(config))
     settings = Settings.from_env()
+    assert settings.config().operations.sensor_interval_s == INTERVAL_S
     dagster_home = settings.ensure_local_dagster_home()
     sandbox = LeadHandoffSandbox(settings.sandbox_dir)
     truth = sandbox.generate(end=SIM_END, days=3, leads_per_day=60, seed=13, faults=FaultRates(
