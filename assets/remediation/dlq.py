@@ -17,10 +17,6 @@ from datetime import datetime, timedelta
 from assets.loading.ddl import META_SCHEMA, ensure_meta
 from assets.remediation.state import audit, ensure, now
 
-COLUMNS = ("dead_letter_id", "flow", "asset", "partition_key", "contract", "contract_version", "reason_code",
-           "reasons", "source_system", "source_table", "record_key", "change_token", "locator", "source_locator",
-           "payload", "run_id", "first_seen_at", "status", "resolved_at", "resolved_by_run", "resolution")
-
 
 @dataclass(frozen=True)
 class Filters:

@@ -32,7 +32,6 @@ COMPANIES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne",
 CAMPAIGNS = ["webinar", "ebook", "trial", "paid_search", "event", "referral"]
 DOMAINS = ["example.com", "example.org", "mail.example.net"]
 HANDOFF_SLA = timedelta(hours=24)
-MARKETING_LOOKBACK = timedelta(hours=6)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import _write
 
 INVOICE_SLA = timedelta(hours=48)
-STAGES = ["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"]
 
 
 @dataclass(frozen=True)
