@@ -163,6 +163,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
                 raise fail(where + (k,), f"expected {' or '.join(t.__name__ for t in names)}, got {type(v).__name__}")
 
     check(data, {"version": int, "flows": dict, **dict.fromkeys(OPERATION_KEYS, dict)}, ())
+    assert isinstance(data, dict)  # check() refused anything else
     if data.get("version") != 1:
         raise fail(("version",), "expected version: 1")
     operations = _operations(data, check, fail)

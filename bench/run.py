@@ -242,7 +242,7 @@ def _with_password(url: str) -> str:
 
     parts = urlsplit(url)
     if parts.password is None and parts.username:
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        host = (parts.hostname or "127.0.0.1") + (f":{parts.port}" if parts.port else "")
         parts = parts._replace(netloc=f"{parts.username}:{os.environ.get('PGPASSWORD', 'unused')}@{host}")
     return urlunsplit(parts)
 

@@ -74,7 +74,7 @@ def source_volumes(settings: Settings) -> dict[str, int]:
                             ("billing_invoices", q2c.billing_path, "invoice_id"),
                             ("billing_subscriptions", subs.billing_path, "subscription_id")):
         con = duckdb.connect(str(path), read_only=True)
-        rows, keys = con.execute(f"SELECT count(*), count(DISTINCT {key}) FROM {name}").fetchone()
+        rows, keys = con.execute(f"SELECT count(*), count(DISTINCT {key}) FROM {name}").fetchall()[0]
         out[f"{name}_records"], out[f"{name}_distinct"] = rows, keys
         con.close()
     out["product_plan_events_records"] = sum(sum(1 for line in f.open() if line.strip())

@@ -142,6 +142,7 @@ def _key_path(key: str) -> tuple:
     out: list = []
     for part in key.split("."):
         m = re.fullmatch(r"(.*?)((?:\[\d+\])*)", part)
+        assert m is not None  # the pattern matches any text
         if m.group(1):
             out.append(m.group(1))
         out += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]

@@ -45,7 +45,7 @@ def _column_changes(a: Column, b: Column) -> list[Change]:
                    else Change(COMPATIBLE, "column made optional", n))
     if a.allowed_values != b.allowed_values:
         if a.allowed_values is None:
-            out.append(Change(BREAKING, "allowed values introduced", n, ", ".join(map(str, b.allowed_values))))
+            out.append(Change(BREAKING, "allowed values introduced", n, ", ".join(map(str, b.allowed_values or ()))))
         elif b.allowed_values is None:
             out.append(Change(COMPATIBLE, "allowed values removed (any value accepted)", n))
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,7 +92,8 @@ def coerce_column(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     # Slow path, only for a chunk that holds a value the fast cast refused: cast value by value.
-    out, bad = [], []
+    out: list[Any] = []
+    bad: list[int] = []
     for value in arr.to_pylist():
         cast = _cast_one(value, target)
         if cast is _MISMATCH:

@@ -63,10 +63,9 @@ def materialize_day(url: str, sandbox, key: str, instance=None, tags: dict | Non
     assets, checks, resources = lead_handoff_defs(url, sandbox)
     res = dg.materialize([*assets, *checks], partition_key=key, resources=resources,
                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, tags=tags)
-    loaded = {ev.asset_key.path[-1] for ev in res.get_asset_materialization_events()}
+    loaded = {ev.materialization.asset_key.path[-1] for ev in res.get_asset_materialization_events()}
     if loaded != {"marketing_leads", "crm_leads"}:
-        failures = [str(e.event_specific_data.error) for e in res.all_events
-                    if e.event_type_value == "STEP_FAILURE"]
+        failures = [str(e.step_failure_data.error) for e in res.all_events if e.is_step_failure]
         raise AssertionError(f"{key}: loads failed: {failures}")
     return res
 

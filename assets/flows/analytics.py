@@ -59,7 +59,7 @@ def analytics_checks(contract: Contract, partitions_def: dg.PartitionsDefinition
         history = [vols[k] for k in sorted(k for k in vols if k < day)[-TRAILING:]]
         current = vols.get(day, 0)
         ok, dev, why = volume_verdict(current, history, tolerance)
-        md = {"rows_read": current, "trailing_partitions": len(history)}
+        md: dict[str, float] = {"rows_read": current, "trailing_partitions": len(history)}
         if dev is not None:
             md["deviation"] = round(dev, 4)
         return recorded(context, wh, contract, f"volume_{name}", dg.AssetCheckResult(

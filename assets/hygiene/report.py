@@ -100,7 +100,9 @@ def gather(wh) -> list[Plot]:
         with wh.session() as s:
             return s.query(sql, params)
 
-    dead, recon, fresh = {}, {}, {}
+    dead: dict[str, list[tuple[str, float]]] = {}
+    recon: dict[str, list[tuple[str, float]]] = {}
+    fresh: dict[str, list[tuple[str, float]]] = {}
     if wh.table_exists("marts", "hygiene_scorecard"):
         for flow, part, d, r, lag in q("SELECT flow, partition_key, dead_letters, reconciliation_failures,"
                                        " freshness_lag_hours FROM marts.hygiene_scorecard ORDER BY partition_key"):

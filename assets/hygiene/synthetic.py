@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from assets.settings import Settings
 
@@ -213,6 +214,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
         for _ in range(2):
             reqs, _ = plan_compensation(wh, instance, flow_jobs, None)
             for r in reqs:
+                assert r.job_name is not None and r.partition_key is not None  # compensation names both
                 res = w.materialize(r.job_name, r.partition_key, dict(r.tags))
                 launched += 1
                 # the launched run carries the remediation tag: the next tick sees it finished
@@ -229,7 +231,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
             # ... and a new version of one lead, so that the next load reads a row carrying it
             row, lead, mkt, newest = con.execute(
                 "SELECT max(row_id) + 1, arg_max(crm_lead_id, updated_at), arg_max(marketing_lead_id, updated_at),"
-                " max(updated_at) FROM crm_leads").fetchone()
+                " max(updated_at) FROM crm_leads").fetchall()[0]
             con.execute(f"INSERT INTO crm_leads (row_id, crm_lead_id, marketing_lead_id, owner, status, created_at,"
                         f" updated_at, {DRIFT_COLUMN}) VALUES (?, ?, ?, 'rep_1', 'working', ?, ?, 42)",
                         [row, lead, mkt, newest, newest + timedelta(microseconds=1)])
@@ -285,8 +287,8 @@ def _detect(w: _World, wh, disabled: frozenset[str]) -> dict:
 
     from assets.flows import lead_handoff, subscription_updates
 
-    out = {"missing": set(), "duplicated": set(), "not_reflected": set(), "dead_letters": set(), "volume": set(),
-           "volume_now": set(), "throttled": 0}
+    out: dict[str, Any] = {"missing": set(), "duplicated": set(), "not_reflected": set(), "dead_letters": set(),
+                           "volume": set(), "volume_now": set(), "throttled": 0}
     if "handoff_reconciliation" not in disabled:
         for key in w.keys:
             r = lead_handoff.reconcile(wh, key)

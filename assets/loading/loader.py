@@ -256,6 +256,7 @@ def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> 
     """Open dead letters of this asset whose record (same source locator) this load read and found valid
     are resolved, naming the run: the record was fixed at the source and is now loaded (or superseded
     by a newer version). Runs before this load's own dead letters are written."""
+    assert contract.locator is not None  # the caller checks the contract has one
     loc = ident(contract.locator)
     return tx.execute_count(
         f"UPDATE {META_SCHEMA}.dead_letters SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
@@ -337,9 +338,10 @@ def load_partition(
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
     read_cols, missing_optional, unknown = preflight(source, contract)
+    started = utcnow()
     result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
                         partition_key=partition_key, contract_version=contract.version,
-                        started_at=utcnow(), unknown_columns=unknown, missing_optional=missing_optional)
+                        started_at=started, unknown_columns=unknown, missing_optional=missing_optional)
     if unknown:
         say(f"{asset} {partition_key}: source offers column(s) {list(unknown)} that contract "
             f"{contract.ref} does not list: holding the rows read (staged reject) until a contract "
@@ -363,7 +365,7 @@ def load_partition(
             n = chunk.num_rows
             if unknown:
                 holds.append(_held(verdicts.table, contract, unknown, flow=contract.boundary_flow, asset=asset,
-                                   partition_key=partition_key, run_id=run_id, held_at=result.started_at,
+                                   partition_key=partition_key, run_id=run_id, held_at=started,
                                    key=key))
                 result.rows_read += n
                 result.rows_held += n
@@ -378,7 +380,7 @@ def load_partition(
                 dead_letters.append(_dead_letters(
                     chunk.filter(invalid), verdicts.table.filter(invalid), verdicts.reasons, contract,
                     flow=contract.boundary_flow, asset=asset, partition_key=partition_key, run_id=run_id,
-                    seen_at=result.started_at, key=key))
+                    seen_at=started, key=key))
                 result.rows_dead_lettered += verdicts.n_invalid
                 result.reason_counts.update(verdicts.reason_counts)
                 typed = typed.filter(verdicts.valid)
@@ -393,7 +395,7 @@ def load_partition(
         broken = source.malformed()
         if broken:
             dead_letters.append(_unparsable(broken, contract, asset=asset, partition_key=partition_key,
-                                            run_id=run_id, seen_at=result.started_at, key=key))
+                                            run_id=run_id, seen_at=started, key=key))
             result.rows_read += len(broken)
             result.rows_dead_lettered += len(broken)
             result.reason_counts["malformed_record"] += len(broken)
@@ -420,7 +422,7 @@ def load_partition(
         result.rows_superseded = valid - result.rows_loaded
 
         if contract.locator and contract.locator in contract.column_names:
-            result.dead_letters_resolved = _resolve_replayed(tx, contract, run_id, result.started_at)
+            result.dead_letters_resolved = _resolve_replayed(tx, contract, run_id, started)
         if dead_letters:
             _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id",
                         pa.concat_tables(dead_letters, promote_options="default"))

@@ -13,9 +13,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from assets.loading.ddl import META_SCHEMA, ensure_meta
+from assets.loading.warehouse import Warehouse
 from assets.remediation.state import audit, ensure, now
+
+if TYPE_CHECKING:  # the loader brings pyarrow: imported by the replay's caller, not by `meshline dlq list`
+    from assets.loading.loader import LoadResult
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,9 @@ class Filters:
     older_than: timedelta | None = None  # first seen at least this long ago
     status: str | None = "open"  # None: any status
 
-    def where(self, at: datetime) -> tuple[str, list]:
-        sql, params = ["1 = 1"], []
+    def where(self, at: datetime) -> tuple[str, list[object]]:
+        sql: list[str] = ["1 = 1"]
+        params: list[object] = []
         for col, val in (("flow", self.flow), ("asset", self.asset), ("partition_key", self.partition),
                          ("reason_code", self.reason), ("status", self.status)):
             if val is not None:
@@ -116,7 +122,7 @@ class ReplayResult:
     rows_loaded: int = 0
 
 
-def replay(wh, f: Filters, load: Callable[[str, str, str], object], actor: str,
+def replay(wh: Warehouse, f: Filters, load: Callable[[str, str, str], LoadResult], actor: str,
            progress: Callable[[str], None] = print, run_id: str | None = None) -> ReplayResult:
     """Replay the open dead letters `f` selects. `load(asset, partition_key, run_id)` is the compensating
     reload of one asset partition (full refresh of its window), returning the loader's LoadResult."""

@@ -42,6 +42,8 @@ class Notifier:
             log.warning("PAGE %s", json.dumps(page, sort_keys=True, default=str))
             return
         body = {"text": page["text"]} if self.kind == "slack" else page
+        if self.url is None:
+            raise NotifyError(f"a {self.kind} notifier needs a webhook URL")
         import httpx
 
         last = ""

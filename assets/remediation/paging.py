@@ -66,7 +66,7 @@ def stats(wh, contract: Contract, at: datetime, window: timedelta = DEFAULT_WIND
             (contract.name, start, at, SAMPLE_KEYS))]
     hkey = wh.redaction_key
     return DeadLetterStats(contract.name, start, at, sum(by_reason.values()), int(previous or 0), int(read or 0),
-                           by_reason, [redact_value(k, hkey) for k in keys])
+                           by_reason, [str(redact_value(k, hkey)) for k in keys])
 
 
 def breaches(st: DeadLetterStats, contract: Contract) -> list[str]:

@@ -111,7 +111,8 @@ class BillingApi:
         limit = int(q.get("limit", 500))
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}")
-        where, params = ["row_id > ?"], [int(q.get("cursor") or 0)]
+        where: list[str] = ["row_id > ?"]
+        params: list[object] = [int(q.get("cursor") or 0)]
         if q.get("updated_since"):
             where.append("updated_at >= ?")
             params.append(datetime.fromisoformat(q["updated_since"]))

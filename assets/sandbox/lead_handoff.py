@@ -150,7 +150,7 @@ class LeadHandoffSandbox:
         # CRM: one lead per synced MQL; a second for duplicated ones; slow ones after the SLA.
         synced = ~never
         latency = sec(rng.integers(300, 6 * 3600, n))
-        latency = np.where(slow, sec(rng.integers(26 * 3600, 40 * 3600, n)), latency)
+        latency = np.where(slow, sec(rng.integers(26 * 3600, 40 * 3600, n)), latency)  # type: ignore[call-overload]  # pandas-stubs: Timedelta arrays
         created = mql_at + pd.to_timedelta(latency)
         crm_mask = synced & (created < stop).to_numpy()
         crm = pd.DataFrame({
@@ -207,9 +207,9 @@ class LeadHandoffSandbox:
             "duplicated": sorted(int(x) for x in lead_id[dup]),
             "slow": sorted(int(x) for x in lead_id[slow & crm_mask]),
             "malformed": _malformed(marketing, crm_all),
-            "late_updates": [{"lead_id": int(r.lead_id), "row_id": int(r.row_id), "company": r.company,
-                              "updated_at": pd.Timestamp(r.updated_at).isoformat()}
-                             for r in late_rows.itertuples()],
+            "late_updates": [{"lead_id": int(r["lead_id"]), "row_id": int(r["row_id"]), "company": r["company"],
+                              "updated_at": pd.Timestamp(r["updated_at"]).isoformat()}
+                             for r in late_rows.to_dict("records")],
             "late_delivered": False,
         }
         self.paths.ground_truth.write_text(json.dumps(truth, indent=1, sort_keys=True))
@@ -224,7 +224,7 @@ class LeadHandoffSandbox:
             return 0
         with duckdb.connect(str(self.paths.marketing)) as con:
             con.execute("INSERT INTO marketing_leads SELECT * FROM pending_late_updates")
-            delivered = con.execute("SELECT count(*) FROM pending_late_updates").fetchone()[0]
+            delivered = con.execute("SELECT count(*) FROM pending_late_updates").fetchall()[0][0]
         truth["late_delivered"] = True
         self.paths.ground_truth.write_text(json.dumps(truth, indent=1, sort_keys=True))
         return int(delivered)
@@ -243,7 +243,7 @@ class LeadHandoffSandbox:
                 f"SELECT lead_id, min(mql_at) FROM marketing_leads WHERE lead_id IN ({', '.join('?' * len(lead_ids))})"
                 " GROUP BY lead_id", [int(x) for x in lead_ids]).fetchall())
         with duckdb.connect(str(self.paths.crm)) as con:
-            row, crm_id = con.execute("SELECT max(row_id), max(crm_lead_id) FROM crm_leads").fetchone()
+            row, crm_id = con.execute("SELECT max(row_id), max(crm_lead_id) FROM crm_leads").fetchall()[0]
             for i, lead in enumerate(sorted(mql)):
                 con.execute("INSERT INTO crm_leads (row_id, crm_lead_id, marketing_lead_id, owner, status, created_at,"
                             " updated_at) VALUES (?, ?, ?, 'rep_late', 'open', ?, ?)",

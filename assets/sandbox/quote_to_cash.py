@@ -71,7 +71,7 @@ class QuoteToCashSandbox(SimulatedSystem):
                                "updated_at": created.values})
         # Half the deals close within 1-72 h of creation: 60% of those won.
         close_at = created + sec(rng.integers(3600, 72 * 3600, n))
-        closes = ((rng.random(n) < 0.5) & (close_at < stop)).to_numpy()
+        closes = (rng.random(n) < 0.5) & np.asarray(close_at < stop)
         won = closes & (rng.random(n) < 0.6)
         lost = closes & ~won
         closed = opened[closes].assign(

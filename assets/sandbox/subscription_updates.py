@@ -160,9 +160,9 @@ class SubscriptionSandbox(SimulatedSystem):
             lines = [json.dumps({**r, "occurred_at": _iso(r["occurred_at"])}) for r in todays.to_dict("records")]
             name = f"events-{day.isoformat()}.jsonl"
             if d in broken_days and lines:
-                at = int(rng.integers(1, len(lines) + 1))  # never first: the file's first record dates it
-                lines.insert(at, lines[at - 1][: len(lines[at - 1]) // 2])  # a line cut off mid-write
-                malformed.append({"system": "product", "position": f"{name}:{at + 1}",
+                cut = int(rng.integers(1, len(lines) + 1))  # never first: the file's first record dates it
+                lines.insert(cut, lines[cut - 1][: len(lines[cut - 1]) // 2])  # a line cut off mid-write
+                malformed.append({"system": "product", "position": f"{name}:{cut + 1}",
                                   "reason_code": "malformed_record", "partition": day.isoformat()})
             for r in todays.to_dict("records"):
                 if r["plan"] not in PLANS:

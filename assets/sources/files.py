@@ -122,12 +122,12 @@ class FileDropSource(Source):
                 if header is None:
                     return
                 for row in reader:
-                    line = reader.line_num
+                    row_line = reader.line_num
                     if len(row) != len(header):
-                        yield line, Malformed(path.name, line, f"{len(row)} fields, header has {len(header)}",
-                                              ",".join(row))
+                        yield row_line, Malformed(path.name, row_line, f"{len(row)} fields, header has {len(header)}",
+                                                  ",".join(row))
                     else:
-                        yield line, dict(zip(header, row, strict=True))
+                        yield row_line, dict(zip(header, row, strict=True))
                     if probe:
                         return
             return

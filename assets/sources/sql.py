@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -75,12 +76,13 @@ class SqlSource(Source):
         `SourceError` when it can but the table cannot be read."""
         sql = f"SELECT * FROM {self._qualified} WHERE 1 = 0"
         where = f"the {self.dialect} source of {self.system}.{self.table}"
+        conn: Any
         try:
             if self.dialect == "duckdb":
                 import duckdb
 
                 path = WarehouseURL.parse(self.url).path
-                if not os.path.exists(path):  # DuckDB would create an empty file: say what is wrong
+                if path is None or not os.path.exists(path):  # DuckDB would create an empty file: say what is wrong
                     raise FileNotFoundError(f"no database file {path}")
                 conn = duckdb.connect(str(path), read_only=True)
             elif self.dialect == "postgres":

@@ -13,6 +13,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from assets.catalog import build_docs, publish
 from expectations.contract import Contract
 from expectations.reasons import ContractError
 from expectations.registry import Registry
@@ -70,7 +71,8 @@ def run_vectors(contract: Contract) -> list[str]:
     from expectations.rules import evaluate
     from expectations.validation import validate_frame
 
-    rows, expected = [], []
+    rows: list[dict[str, object]] = []
+    expected: list[list[str]] = []
     for row in contract.test_vectors.get("pass", []):
         rows.append(row)
         expected.append([])
@@ -152,26 +154,6 @@ def cmd_compile(reg: Registry, args) -> int:
         else:
             print(text)
     return 0
-
-
-def publish(reg: Registry, warehouse_url: str) -> int:
-    """Write every version of every contract (pinned or not) to meshline.contracts. Returns rows written."""
-    from assets.loading.ddl import ensure_meta, upsert_contract
-    from assets.loading.warehouse import Warehouse
-
-    pins = reg.pins()
-    contracts = reg.all_versions()
-    with Warehouse(warehouse_url).transaction() as tx:
-        ensure_meta(tx)
-        for c in contracts:
-            upsert_contract(tx, c, pinned=pins.get(c.name, reg.pinned(c.name)) == c.version)
-    return len(contracts)
-
-
-def build_docs(reg: Registry, home: Path) -> str:
-    from expectations.docs import DataDocs
-
-    return DataDocs(home).build(reg.get(n) for n in reg.names())
 
 
 def cmd_publish(reg: Registry, args) -> int:

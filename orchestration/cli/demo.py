@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from assets.settings import Settings
 
@@ -133,17 +134,21 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET,
             tags={"meshline/pass": label})
         row = rows[view.flow][key]
-        for ev in res.get_asset_materialization_events():
-            md = ev.materialization.metadata
+        for mat in res.get_asset_materialization_events():
+            md = mat.materialization.metadata
+
+            def count(name: str, md: Any = md) -> int:
+                return int(md[name].value)
+
             if label == "load":
-                row.read += md["rows_read"].value
-                row.loaded += md["rows_loaded"].value
-                row.dead += md["rows_dead_lettered"].value
+                row.read += count("rows_read")
+                row.loaded += count("rows_loaded")
+                row.dead += count("rows_dead_lettered")
             else:
-                row.hygiene_loaded += md["rows_loaded"].value
-        for ev in res.get_asset_check_evaluations():
-            row.checks[ev.check_name] = (
-                "pass" if ev.passed else "warn" if ev.severity == dg.AssetCheckSeverity.WARN else "FAIL")
+                row.hygiene_loaded += count("rows_loaded")
+        for check in res.get_asset_check_evaluations():
+            row.checks[check.check_name] = (
+                "pass" if check.passed else "warn" if check.severity == dg.AssetCheckSeverity.WARN else "FAIL")
         if not res.success:
             failed = [e.step_key for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
             _out(f"  ! {view.job} for {key} (run {res.run_id[:8]}) failed at {failed}: see `make dev` → Runs")
@@ -168,8 +173,8 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
                                                                 run_config=QUIET)
     failed_tests = [e.check_name for e in dbt_res.get_asset_check_evaluations() if not e.passed]
 
+    from assets.catalog import build_docs, publish
     from expectations.registry import Registry
-    from orchestration.contracts_cli import build_docs, publish
 
     publish(Registry(), settings.warehouse_url)
     docs_url = build_docs(Registry(), settings.home)
@@ -196,7 +201,7 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
         summary["totals"][st] = summary["lead_handoff"]["totals"][st]
     _out(f"\ndbt {'passed' if summary['dbt_success'] else 'FAILED: ' + ', '.join(failed_tests)}. "
          f"({time.perf_counter() - t0:.0f} s)")
-    from orchestration.report import write_report
+    from assets.hygiene.report import write_report
 
     report = write_report(settings, settings.home / "report.html")
     summary["report"] = str(report)
@@ -221,11 +226,11 @@ Where to look next
     return summary
 
 
-def _scorecard(settings: Settings) -> dict[str, dict]:
+def _scorecard(settings: Settings) -> dict[str, dict[str, Any]]:
     """warehouse_analytics: marts.hygiene_scorecard summed per flow, printed as the fourth flow's table."""
     rows = _query(settings, "SELECT flow, sum(rows_read), sum(dead_letters), sum(reconciliation_failures),"
                             " max(freshness_lag_hours), count(*) FROM marts.hygiene_scorecard GROUP BY flow ORDER BY flow")
-    card = {str(f): {"rows_read": int(r or 0), "dead_letters": int(d or 0), "reconciliation_failures": int(x or 0),
+    card: dict[str, dict[str, Any]] = {str(f): {"rows_read": int(r or 0), "dead_letters": int(d or 0), "reconciliation_failures": int(x or 0),
                      "worst_freshness_lag_hours": None if lag is None else round(float(lag), 1), "days": int(n)}
             for f, r, d, x, lag, n in rows}
     _out("\nwarehouse_analytics — marts.hygiene_scorecard per flow (volume, dead letters, reconciliation "

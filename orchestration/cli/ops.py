@@ -116,9 +116,9 @@ def dlq(argv: list[str]) -> int:
                 print(f"{k:>17}  {v}")
             return 0
         if args.cmd == "replay":
-            r = q.replay(wh, _make_filters(args), compensating_loader(settings), _actor())
-            print(f"replay {r.run_id}: {r.selected} selected in {r.partitions} partition(s); {r.resolved} resolved, "
-                  f"{r.still_open} still open; {r.rows_loaded} row(s) loaded")
+            rep = q.replay(wh, _make_filters(args), compensating_loader(settings), _actor())
+            print(f"replay {rep.run_id}: {rep.selected} selected in {rep.partitions} partition(s); {rep.resolved} "
+                  f"resolved, {rep.still_open} still open; {rep.rows_loaded} row(s) loaded")
             return 0
         if args.cmd == "resolve":
             n = q.resolve(wh, args.ids, args.note, _actor())

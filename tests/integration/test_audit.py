@@ -26,7 +26,7 @@ FLOWS = {"lead_handoff": ("marketing_leads", "crm_leads"), "quote_to_cash": ("cr
 def healthy(warehouse_url, tmp_path):
     """A warehouse in the state a well-run Meshline leaves: contracts published, every boundary loaded
     and checked, the scorecard built, a recent synthetic run, an intact audit log."""
-    from orchestration.cli.contracts import publish
+    from assets.catalog import publish
 
     reg = Registry()
     publish(reg, warehouse_url)
@@ -84,7 +84,7 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
 
     change("DELETE FROM meshline.contracts WHERE contract = 'crm_leads'")
     assert _verdicts(settings)[1] is False
-    from orchestration.cli.contracts import publish
+    from assets.catalog import publish
 
     publish(Registry(), settings.warehouse_url)
     change("DELETE FROM marts.hygiene_scorecard WHERE flow = 'quote_to_cash'")

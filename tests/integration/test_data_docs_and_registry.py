@@ -8,11 +8,11 @@ from urllib.parse import urlparse
 
 import duckdb
 
+from assets.catalog import publish
 from assets.loading import Warehouse
 from expectations.compiler import suite_name
 from expectations.docs import DataDocs
 from expectations.registry import Registry
-from orchestration.cli.contracts import publish
 from tests.helpers import day_keys, materialize_day
 
 

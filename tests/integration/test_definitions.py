@@ -27,8 +27,13 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
             "marts/hygiene_scorecard"} <= keys
     jobs = {j.name for j in defs.resolve_all_job_defs()}
     assert {"lead_handoff_job", "quote_to_cash_job", "subscription_updates_job", "dbt_build_job"} <= jobs
-    for name in jobs:
-        assert defs.resolve_job_def(name) is not None
+    for flow, boundaries in (("lead_handoff", {"marketing_leads", "crm_leads"}),
+                             ("quote_to_cash", {"crm_opportunities", "billing_invoices"}),
+                             ("subscription_updates", {"product_plan_events", "billing_subscriptions"})):
+        job = defs.resolve_job_def(f"{flow}_job")
+        assert {k.path[-1] for k in job.asset_layer.executable_asset_keys} == boundaries
+    assert {k.path[0] for k in defs.resolve_job_def("dbt_build_job").asset_layer.executable_asset_keys} == {
+        "staging", "marts"}
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
     assert {s.name for s in defs.schedules} == {"nightly_hygiene", "nightly_synthetic"}
@@ -55,8 +60,9 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
             r.asset_selection)
     assert len({r.run_key for r in reqs}) == len(reqs) and all("2026-03-15" in r.run_key for r in reqs)
     assert {s.name for s in defs.sensors} == {"run_failure_alert", "compensating_backfill", "dead_letter_pager"}
-    for sensor in defs.sensors:
-        assert defs.resolve_sensor_def(sensor.name) is not None
+    compensating = defs.resolve_sensor_def("compensating_backfill")
+    assert {t.job_name for t in compensating.targets} == {
+        "lead_handoff_job", "quote_to_cash_job", "subscription_updates_job", "dbt_build_job"}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {("raw/marketing_leads", "contract_marketing_leads"), ("raw/crm_leads", "contract_crm_leads"),
             ("raw/marketing_leads", "handoff_reconciliation"), ("raw/crm_opportunities", "invoice_reconciliation"),
