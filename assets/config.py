@@ -40,7 +40,7 @@ class ConfigError(MeshlineError):
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SOURCE_KEYS = {
+SOURCE_KEYS: dict[str, dict[str, Any]] = {
     "sql": {"kind": str, "url": str, "table": str, "query": str},
     "http": {"kind": str, "base_url": str, "path": str, "pagination": str, "page_size": int, "rate_per_s": (int, float),
              "burst": int, "max_retries": int, "timeout_s": (int, float), "records_key": str, "next_key": str,
@@ -105,16 +105,17 @@ class Config:
         return [b for b in self.boundaries.values() if b.flow == flow]
 
 
-def _lines(node: yaml.Node | None) -> dict[tuple, int]:
-    out: dict[tuple, int] = {}
+def _lines(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    out: dict[tuple[Any, ...], int] = {}
 
-    def walk(node, where):
+    def walk(node: yaml.Node, where: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 out[where + (k.value,)] = k.start_mark.line + 1
                 walk(v, where + (k.value,))
 
-    walk(node, ())
+    if node is not None:
+        walk(node, ())
     return out
 
 
@@ -130,18 +131,18 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
-    def fail(where: tuple, reason: str) -> ConfigError:
+    def fail(where: tuple[Any, ...], reason: str) -> ConfigError:
         probe = where
         while probe and probe not in lines:
             probe = probe[:-1]
         line = f":{lines[probe]}" if probe in lines else ""
         return ConfigError(f"{path}{line}: {'.'.join(map(str, where)) or '(top)'}: {reason}")
 
-    def expand(value, where):
+    def expand(value: Any, where: tuple[Any, ...]) -> Any:
         if not isinstance(value, str):
             return value
 
-        def sub(m):
+        def sub(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
             if var in env:
                 return env[var]
@@ -151,7 +152,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
 
         return _ENV.sub(sub, value)
 
-    def check(obj, allowed, where):
+    def check(obj: Any, allowed: dict[str, Any], where: tuple[Any, ...]) -> None:
         if not isinstance(obj, dict):
             raise fail(where, f"expected a mapping, got {type(obj).__name__}")
         for k, v in obj.items():
@@ -179,7 +180,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
             kind = src.get("kind")
             if kind not in SOURCE_KEYS:
                 raise fail(where + ("source", "kind"), f"expected one of {', '.join(SOURCE_KEYS)}, got {kind!r}")
-            check(src, SOURCE_KEYS[kind], where + ("source",))
+            check(src, dict(SOURCE_KEYS[kind]), where + ("source",))
             for req in REQUIRED_SOURCE[kind]:
                 if not src.get(req):
                     raise fail(where + ("source", req), f"required for a {kind} source")
@@ -232,7 +233,7 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
                       synthetic_retention_days=synthetic, audit_retention_days=audit)
 
 
-def _check_contracts(config: Config, fail) -> None:
+def _check_contracts(config: Config, fail: Callable[..., ConfigError]) -> None:
     from expectations.reasons import ContractError
     from expectations.registry import Registry
 
@@ -245,16 +246,16 @@ def _check_contracts(config: Config, fail) -> None:
             raise fail(where, str(exc)) from exc
 
 
-def sandbox_sources(settings) -> dict[str, dict[str, str]]:
+def sandbox_sources(sandbox_dir: Path) -> dict[str, dict[str, str]]:
     """The simulated source systems under MESHLINE_HOME, by boundary: what `sandbox` stands for in each
     source key that may say it (a database `url`, an API `base_url`, a landing `folder`)."""
     from assets.sandbox import LeadHandoffSandbox
     from assets.sandbox.quote_to_cash import QuoteToCashSandbox
     from assets.sandbox.subscription_updates import SubscriptionSandbox
 
-    lh = LeadHandoffSandbox(settings.sandbox_dir)
-    q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
-    subs = SubscriptionSandbox(settings.sandbox_dir / "subscription_updates")
+    lh = LeadHandoffSandbox(sandbox_dir)
+    q2c = QuoteToCashSandbox(sandbox_dir / "quote_to_cash")
+    subs = SubscriptionSandbox(sandbox_dir / "subscription_updates")
     # An API's base URL is only known once its server runs, in the process that reads it: the
     # sources resource starts the billing API over `sandbox_db` there (assets.sandbox.billing_api).
     return {"marketing_leads": {"url": lh.marketing_url}, "crm_leads": {"url": lh.crm_url},
@@ -267,9 +268,9 @@ def sandbox_sources(settings) -> dict[str, dict[str, str]]:
 SANDBOX_KEYS = ("url", "base_url", "folder")
 
 
-def source_specs(settings, config: Config) -> dict[str, dict]:
+def source_specs(sandbox_dir: Path, config: Config) -> dict[str, dict[str, Any]]:
     """Each boundary's source spec from meshline.yaml, with `sandbox` resolved."""
-    sandbox = sandbox_sources(settings)
+    sandbox = sandbox_sources(sandbox_dir)
     specs = {}
     for b in config.boundaries.values():
         spec = dict(b.source)

@@ -75,7 +75,7 @@ def every_node_from_the_manifest() -> Iterator[None]:
         yield
         return
 
-    def select_unique_ids(*args, **kwargs):
+    def select_unique_ids(*args: Any, **kwargs: Any) -> Any:
         if not args and kwargs.get("select") in ("", "fqn:*") and not kwargs.get("exclude") \
                 and not kwargs.get("selector") and "manifest_json" in kwargs:
             return set(kwargs["manifest_json"]["nodes"])

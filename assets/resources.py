@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # imported when used: building definitions pays for neither p
     from expectations.docs import DataDocs
 
 
-class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
+class WarehouseResource(ConfigurableResource):  # type: ignore[type-arg]  # subclassed bare, as Dagster documents it
     """The warehouse every boundary loads into (DuckDB file or Postgres database)."""
 
     url: str
@@ -32,7 +32,7 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
                          connect_attempts=self.connect_attempts, redaction_key=self.redaction_key.encode())
 
 
-class SourcesResource(ConfigurableResource):  # type: ignore[misc]
+class SourcesResource(ConfigurableResource):  # type: ignore[type-arg]  # subclassed bare, as Dagster documents it
     """Where each boundary's source lives: boundary name → source spec (meshline.yaml's `source:`)."""
 
     boundaries: dict[str, dict[str, Any]]
@@ -48,7 +48,7 @@ class SourcesResource(ConfigurableResource):  # type: ignore[misc]
         return build_source(spec, system=contract.source_system, table=contract.source_table)
 
 
-class DataDocsResource(ConfigurableResource):  # type: ignore[misc]
+class DataDocsResource(ConfigurableResource):  # type: ignore[type-arg]  # subclassed bare, as Dagster documents it
     """Where Great Expectations keeps its suites, validation results and the Data Docs site."""
 
     root: str
@@ -59,7 +59,7 @@ class DataDocsResource(ConfigurableResource):  # type: ignore[misc]
         return DataDocs(Path(self.root))
 
 
-class NotifierResource(ConfigurableResource):  # type: ignore[misc]
+class NotifierResource(ConfigurableResource):  # type: ignore[type-arg]  # subclassed bare, as Dagster documents it
     """Where pages go: a webhook (Slack-compatible or JSON) or, with no URL, the log."""
 
     url: str | None = None

@@ -49,11 +49,11 @@ SELECT i,
        CASE WHEN i %% 50 = 0 AND (i / 50) %% 4 = 2 THEN -1.0 * (i %% 1000 + 1)
             ELSE ((i * 13) %% 200000) / 2.0 END,
        (%(currencies)s::text[])[(i %% 3) + 1],
-       DATE '2026-01-01' + (i %% 365),
+       DATE '2026-01-01' + CAST(i %% 365 AS integer),
        TIMESTAMP '2026-01-01' + make_interval(secs => i * 0.5)
            + CASE WHEN i > %(n)s THEN INTERVAL '1 hour' * (1 + i %% 24) + make_interval(secs => %(n)s * 0.5)
                   ELSE INTERVAL '0' END
-FROM generate_series(1, %(total)s) AS i;
+FROM generate_series(1::bigint, %(total)s::bigint) AS i;
 ANALYZE crm_opportunities;
 """
 

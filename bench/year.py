@@ -91,7 +91,7 @@ def load_history(settings: Settings, first: date, last: date) -> dict:
     from expectations.registry import Registry
 
     config = settings.config()
-    specs = source_specs(settings, config)
+    specs = source_specs(settings.sandbox_dir, config)
     reg = Registry()
     wh = settings.warehouse(config)
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -20,7 +21,7 @@ from expectations.reasons import ReasonCode  # noqa: E402
 
 
 @lru_cache(maxsize=1)
-def gx_context():
+def gx_context() -> Any:
     """One ephemeral (in-memory) GX context per process, progress bars off."""
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -42,7 +43,7 @@ def compile_suite(contract: Contract) -> gx.ExpectationSuite:
               "severity": contract.severity, "owners": dict(contract.owners)},
     )
 
-    def add(expectation, code: ReasonCode, column: str) -> None:
+    def add(expectation: Any, code: ReasonCode, column: str) -> None:
         expectation.meta = {"reason_code": code.value, "column": column}
         suite.add_expectation(expectation)
 

@@ -86,7 +86,7 @@ class Contract:
     slos: dict[str, float] = field(default_factory=dict)
     locator: str | None = None
     description: str = ""
-    test_vectors: dict[str, list] = field(default_factory=dict)
+    test_vectors: dict[str, list[Any]] = field(default_factory=dict)
     deprecated_after: date | None = None
     ignored_columns: tuple[str, ...] = ()  # source columns known and deliberately not loaded
     path: Path | None = None
@@ -135,11 +135,11 @@ class Contract:
 
 
 # The line of each key of the file being parsed, so errors can name it (set by load_contract).
-_LINES: dict[tuple, int] = {}
+_LINES: dict[tuple[Any, ...], int] = {}
 
 
-def _key_path(key: str) -> tuple:
-    out: list = []
+def _key_path(key: str) -> tuple[Any, ...]:
+    out: list[Any] = []
     for part in key.split("."):
         m = re.fullmatch(r"(.*?)((?:\[\d+\])*)", part)
         assert m is not None  # the pattern matches any text
@@ -171,14 +171,14 @@ def parse_yaml(text: str) -> tuple[yaml.Node | None, object]:
         loader.dispose()
 
 
-def _index_lines(node: yaml.Node | None, path: Path | str) -> dict[tuple, int]:
+def _index_lines(node: yaml.Node | None, path: Path | str) -> dict[tuple[Any, ...], int]:
     """Line of every mapping key and sequence item; a key given twice in one mapping is an error (PyYAML
     would silently keep the last one)."""
-    lines: dict[tuple, int] = {}
+    lines: dict[tuple[Any, ...], int] = {}
 
-    def walk(node, where: tuple) -> None:
+    def walk(node: yaml.Node, where: tuple[Any, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
+            seen: dict[str, Any] = {}
             for k, v in node.value:
                 here = where + (k.value,)
                 if k.value in seen:
@@ -193,11 +193,12 @@ def _index_lines(node: yaml.Node | None, path: Path | str) -> dict[tuple, int]:
                 lines[where + (i,)] = v.start_mark.line + 1
                 walk(v, where + (i,))
 
-    walk(node, ())
+    if node is not None:
+        walk(node, ())
     return lines
 
 
-def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
+def _check_keys(path: Path | str, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
     if not isinstance(data, dict):
         raise _fail(path, prefix, f"expected a mapping, got {type(data).__name__}")
     for key, value in data.items():
@@ -214,7 +215,7 @@ def _check_keys(path, prefix: str, data: Any, allowed: dict[str, Any]) -> None:
             raise _fail(path, where, f"expected {_type_name(want)}, got {type(value).__name__}")
 
 
-def _type_name(want) -> str:
+def _type_name(want: type | tuple[type, ...]) -> str:
     names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
              dict: "a mapping", date: "a date"}
     if isinstance(want, tuple):

@@ -55,7 +55,13 @@ def _column_changes(a: Column, b: Column) -> list[Change]:
                 out.append(Change(BREAKING, "allowed value removed", n, ", ".join(map(str, removed))))
             if added:
                 out.append(Change(COMPATIBLE, "allowed value added", n, ", ".join(map(str, added))))
-    for bound, tighter in (("min", lambda old, new: new > old), ("max", lambda old, new: new < old)):
+    def lower_rises(old: float, new: float) -> bool:
+        return new > old
+
+    def upper_falls(old: float, new: float) -> bool:
+        return new < old
+
+    for bound, tighter in (("min", lower_rises), ("max", upper_falls)):
         old, new = getattr(a, bound), getattr(b, bound)
         if old == new:
             continue

@@ -12,6 +12,7 @@ import fcntl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,7 +32,7 @@ class DataDocs:
         return self.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
     @contextmanager
-    def _context(self) -> Iterator:
+    def _context(self) -> Iterator[Any]:
         import great_expectations as gx
 
         from expectations.compiler import gx_context
@@ -49,7 +50,7 @@ class DataDocs:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _suite(self, ctx, contract: Contract, *, refresh: bool = False):
+    def _suite(self, ctx: Any, contract: Contract, *, refresh: bool = False) -> Any:
         """The contract's suite in the file context, written once per process (writing it is slow)."""
         from expectations.compiler import compile_suite, suite_name
 
@@ -102,4 +103,4 @@ class DataDocs:
         with self._context() as ctx:
             for c in contracts:
                 self._suite(ctx, c, refresh=True)
-            return ctx.build_data_docs()["local_site"]
+            return str(ctx.build_data_docs()["local_site"])

@@ -48,14 +48,14 @@ class Verdicts:
     table: pa.Table  # contract columns, typed; values that failed to cast are null
     valid: pa.ChunkedArray | pa.Array  # bool per row
     reasons: pa.Array  # string per *invalid* row, in row order: "code:column;code:column"
-    reason_counts: Counter  # ReasonCode value -> number of rows carrying it
+    reason_counts: Counter[str]  # ReasonCode value -> number of rows carrying it
 
     @property
     def n_invalid(self) -> int:
         return len(self.reasons)
 
 
-def _cast_one(value, target: pa.DataType):
+def _cast_one(value: Any, target: pa.DataType) -> Any:
     if value is None:
         return None
     try:
@@ -169,7 +169,7 @@ def evaluate(chunk: pa.Table, contract: Contract) -> Verdicts:
     invalid = pa.array([False] * n, type=pa.bool_()) if not labelled else None
     for _, mask in labelled:
         invalid = mask if invalid is None else pc.or_(invalid, mask)
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     if n == 0 or not pc.any(invalid).as_py():
         return Verdicts(table, pc.invert(invalid), pa.array([], type=pa.string()), counts)
     parts = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -19,7 +20,7 @@ class SuiteResult:
     success: bool
     evaluated: int
     failed_expectations: list[str] = field(default_factory=list)
-    unexpected_by_reason: Counter = field(default_factory=Counter)
+    unexpected_by_reason: Counter[str] = field(default_factory=Counter)
     rows: int = 0
     # Row index -> ["code:column", ...] when asked for row-level results (tests and test vectors).
     row_reasons: dict[int, list[str]] = field(default_factory=dict)
@@ -29,7 +30,7 @@ class SuiteResult:
 _INDEX = "__meshline_row__"
 
 
-def summarize(res, rows: int, row_level: bool = False) -> SuiteResult:
+def summarize(res: Any, rows: int, row_level: bool = False) -> SuiteResult:
     """Counts per expectation and reason code from a GX validation result; no values."""
     out = SuiteResult(success=bool(res.success), evaluated=len(res.results), rows=rows)
     for r in res.results:
@@ -69,7 +70,7 @@ def validate_frame(df: pd.DataFrame, contract: Contract, row_level: bool = False
         batch_def = asset.add_batch_definition_whole_dataframe("whole")
     suite = compile_suite(contract)
     frame = df.reset_index(drop=True)
-    result_format: dict = NO_VALUES
+    result_format: dict[str, Any] = NO_VALUES
     if row_level:
         frame = frame.assign(**{_INDEX: range(len(frame))})
         result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [_INDEX]}

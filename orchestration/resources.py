@@ -17,7 +17,7 @@ def build_resources(settings: Settings, config: Config, dbt_project: Any) -> dic
         "warehouse": WarehouseResource(url=settings.warehouse_url, duckdb_memory_limit=wh.duckdb_memory_limit,
                                        connect_attempts=wh.connect_attempts,
                                        redaction_key=settings.redaction_key or DEV_KEY),
-        "sources": SourcesResource(boundaries=source_specs(settings, config)),
+        "sources": SourcesResource(boundaries=source_specs(settings.sandbox_dir, config)),
         "data_docs": DataDocsResource(root=str(settings.home)),
         "notifier": NotifierResource(url=settings.alert_webhook_url, format=config.operations.alert_format),
         "dbt": dbt_cli(dbt_project, settings.dbt_profiles_dir()),

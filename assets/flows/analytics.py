@@ -15,6 +15,7 @@ import dagster as dg
 
 from assets.flows.common import asset_key, recorded
 from assets.loading.ddl import META_SCHEMA
+from assets.loading.warehouse import Tx
 from assets.loading.watermark import daily_window
 from assets.resources import WarehouseResource
 from expectations.contract import Contract
@@ -27,7 +28,7 @@ DEFAULT_TOLERANCE = 0.5
 def volume_verdict(current: int, history: list[int], tolerance: float) -> tuple[bool, float | None, str]:
     """(passed, deviation from the trailing average, why). Pure."""
     if len(history) < MIN_HISTORY:
-        return True, None, f"{len(history)} earlier partition(s): too few to compare (needs {MIN_HISTORY})"
+        return True, None, f"{len(history)} earlier partition(s: Tx): too few to compare (needs {MIN_HISTORY})"
     avg = sum(history) / len(history)
     if avg == 0:
         return current == 0, None, "trailing average is 0"
@@ -36,7 +37,7 @@ def volume_verdict(current: int, history: list[int], tolerance: float) -> tuple[
     return ok, dev, f"{current} rows vs trailing average {avg:.0f} ({dev:+.0%}; tolerance ±{tolerance:.0%})"
 
 
-def _volumes(s, asset: str) -> dict[str, int]:
+def _volumes(s: Tx, asset: str) -> dict[str, int]:
     return {k: int(v) for k, v in s.query(
         f"SELECT partition_key, max(rows_read) FROM {META_SCHEMA}.load_log WHERE asset = ? GROUP BY partition_key",
         (asset,))}

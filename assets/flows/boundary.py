@@ -4,9 +4,11 @@
 import json
 import warnings
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
+from assets.config import Boundary
 from assets.flows.analytics import DEFAULT_TOLERANCE, analytics_checks
 from assets.flows.common import COMPENSATE_TAG, RETRY, asset_key, recorded
 from assets.loading.ddl import META_SCHEMA, raw_table
@@ -43,7 +45,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                   "dagster/table_name": raw_table(contract)},
     )
     def _load(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-              sources: SourcesResource) -> dg.MaterializeResult:
+              sources: SourcesResource) -> dg.MaterializeResult[Any]:
         wh = warehouse.get()
         source = sources.source(contract)
         # A compensating run (the backfill sensor's, `meshline dlq replay`'s) re-extracts the whole window
@@ -69,7 +71,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         context.log.info(
             f"{contract.name} {context.partition_key}: read {r.rows_read}, loaded {r.rows_loaded}, "
             f"superseded {r.rows_superseded}, dead-lettered {r.rows_dead_lettered} in {r.seconds:.2f}s")
-        meta: dict = {
+        meta: dict[str, Any] = {
             "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
             "rows_dead_lettered": r.rows_dead_lettered, "rows_held": r.rows_held,
             "dead_letters_by_reason": dg.MetadataValue.json(dict(r.reason_counts)),
@@ -199,7 +201,7 @@ def deprecation_check(contract: Contract, partitions_def: dg.PartitionsDefinitio
     return _check
 
 
-def flow_contracts(names: tuple[str, ...], boundaries=None) -> list[Contract]:
+def flow_contracts(names: tuple[str, ...], boundaries: list[Boundary] | None = None) -> list[Contract]:
     """The contracts a flow's boundaries run under: meshline.yaml's choice, else the registry's pins."""
     reg = Registry()
     conf = {b.name: b for b in boundaries or []}
@@ -209,7 +211,8 @@ def flow_contracts(names: tuple[str, ...], boundaries=None) -> list[Contract]:
 
 
 def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefinition, pool: str | None,
-                     boundaries=None, default_lookback: timedelta = timedelta(hours=6)):
+                     boundaries: list[Boundary] | None = None, default_lookback: timedelta = timedelta(hours=6)
+                     ) -> tuple[list[Contract], list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """(contracts, assets, checks) every flow shares: one asset per boundary, its contract check, its
     contract-version (deprecation) check and the warehouse-analytics checks (volume, freshness, gaps)."""
     contracts = flow_contracts(names, boundaries)

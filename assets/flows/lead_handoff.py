@@ -9,12 +9,15 @@ as a missing handoff before its own data is in.
 
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
+from assets.config import Boundary
 from assets.flows.boundary import build_boundaries
 from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
+from assets.loading.warehouse import Warehouse
 from assets.loading.watermark import daily_window
 from assets.resources import WarehouseResource
 from expectations.contract import Contract
@@ -30,7 +33,7 @@ def contracts() -> tuple[Contract, Contract]:
     return load_contract("marketing_leads"), load_contract("crm_leads")
 
 
-def reconcile(wh, partition_key: str, sla: timedelta = HANDOFF_SLA) -> dict:
+def reconcile(wh: Warehouse, partition_key: str, sla: timedelta = HANDOFF_SLA) -> dict[str, Any]:
     """Counts (and a few sample lead ids, which are not PII) for the MQLs of one day."""
     marketing, crm = contracts()
     window = daily_window(partition_key)
@@ -85,7 +88,8 @@ def handoff_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: 
     return _check
 
 
-def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries=None):
+def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries: list[Boundary] | None = None
+          ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """(assets, checks) of the lead_handoff flow. `boundaries` (from meshline.yaml) may pin other
     contract versions and lookbacks; by default the registry's pins and a 6 h lookback."""
     _, assets, checks = build_boundaries(("marketing_leads", "crm_leads"), partitions_def, pool, boundaries, LOOKBACK)

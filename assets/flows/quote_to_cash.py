@@ -13,12 +13,15 @@ so a side that is merely behind does not read as a failure before its data is in
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
+from assets.config import Boundary
 from assets.flows.boundary import build_boundaries
 from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
+from assets.loading.warehouse import Warehouse
 from assets.loading.watermark import daily_window
 from assets.resources import WarehouseResource
 from expectations.registry import load_contract
@@ -29,7 +32,7 @@ BOUNDARIES = ("crm_opportunities", "billing_invoices")
 SAMPLE_KEYS = 5
 
 
-def reconcile_deals(wh, partition_key: str, sla: timedelta = INVOICE_SLA) -> dict:
+def reconcile_deals(wh: Warehouse, partition_key: str, sla: timedelta = INVOICE_SLA) -> dict[str, Any]:
     deals, invoices = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
     with wh.session() as s:
@@ -50,7 +53,7 @@ def reconcile_deals(wh, partition_key: str, sla: timedelta = INVOICE_SLA) -> dic
             "as_of": as_of.isoformat() if as_of else None}
 
 
-def reconcile_invoices(wh, partition_key: str) -> dict:
+def reconcile_invoices(wh: Warehouse, partition_key: str) -> dict[str, Any]:
     deals, invoices = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
     with wh.session() as s:
@@ -64,11 +67,11 @@ def reconcile_invoices(wh, partition_key: str) -> dict:
             "as_of": as_of.isoformat() if as_of else None}
 
 
-def _both_loaded(wh) -> bool:
+def _both_loaded(wh: Warehouse) -> bool:
     return all(wh.table_exists("raw", n) for n in BOUNDARIES)
 
 
-def invoice_reconciliation_check(partitions_def, pool):
+def invoice_reconciliation_check(partitions_def: dg.PartitionsDefinition, pool: str | None) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=asset_key(load_contract("crm_opportunities")), name="invoice_reconciliation",
         partitions_def=partitions_def, additional_deps=[asset_key(load_contract("billing_invoices"))], pool=pool,
@@ -98,7 +101,7 @@ def invoice_reconciliation_check(partitions_def, pool):
     return _check
 
 
-def invoice_has_deal_check(partitions_def, pool):
+def invoice_has_deal_check(partitions_def: dg.PartitionsDefinition, pool: str | None) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=asset_key(load_contract("billing_invoices")), name="invoice_has_deal", partitions_def=partitions_def,
         additional_deps=[asset_key(load_contract("crm_opportunities"))], pool=pool,
@@ -121,7 +124,8 @@ def invoice_has_deal_check(partitions_def, pool):
     return _check
 
 
-def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries=None):
+def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries: list[Boundary] | None = None
+          ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     _, assets, checks = build_boundaries(BOUNDARIES, partitions_def, pool, boundaries)
     checks += [invoice_reconciliation_check(partitions_def, pool), invoice_has_deal_check(partitions_def, pool)]
     return assets, checks

@@ -12,12 +12,15 @@ flow's sync failures. For every account whose latest plan event occurred on the 
 """
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
+from assets.config import Boundary
 from assets.flows.boundary import build_boundaries
 from assets.flows.common import asset_key, judged_as_of, recorded
 from assets.loading.ddl import raw_table
+from assets.loading.warehouse import Warehouse
 from assets.loading.watermark import daily_window
 from assets.resources import WarehouseResource
 from expectations.registry import load_contract
@@ -28,7 +31,7 @@ BOUNDARIES = ("product_plan_events", "billing_subscriptions")
 SAMPLE_KEYS = 5
 
 
-def reconcile(wh, partition_key: str, sla: timedelta = PLAN_SYNC_SLA) -> dict:
+def reconcile(wh: Warehouse, partition_key: str, sla: timedelta = PLAN_SYNC_SLA) -> dict[str, Any]:
     """Per status, the accounts (not PII) whose latest plan event falls on the day."""
     events, subs = (raw_table(load_contract(n)) for n in BOUNDARIES)
     w = daily_window(partition_key)
@@ -43,7 +46,7 @@ def reconcile(wh, partition_key: str, sla: timedelta = PLAN_SYNC_SLA) -> dict:
             f" FROM latest l LEFT JOIN billed b ON b.account_id = l.account_id AND b.rn = 1"
             f" WHERE l.rn = 1 AND l.occurred_at >= ? AND l.occurred_at < ? ORDER BY l.account_id",
             (cutoff, w.start, w.end))
-    out: dict = {"accounts": len(rows), "in_sync": 0, "not_reflected": [], "plan_mismatch": [], "pending": 0,
+    out: dict[str, Any] = {"accounts": len(rows), "in_sync": 0, "not_reflected": [], "plan_mismatch": [], "pending": 0,
                  "as_of": as_of.isoformat() if as_of else None}
     for account, plan, due, billed_plan, applied_since in rows:
         if billed_plan == plan:
@@ -57,7 +60,7 @@ def reconcile(wh, partition_key: str, sla: timedelta = PLAN_SYNC_SLA) -> dict:
     return out
 
 
-def plan_sync_check(partitions_def, pool):
+def plan_sync_check(partitions_def: dg.PartitionsDefinition, pool: str | None) -> dg.AssetChecksDefinition:
     events, subs = (load_contract(n) for n in BOUNDARIES)
 
     @dg.asset_check(
@@ -87,7 +90,8 @@ def plan_sync_check(partitions_def, pool):
     return _check
 
 
-def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries=None):
+def build(partitions_def: dg.PartitionsDefinition, pool: str | None, boundaries: list[Boundary] | None = None
+          ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     _, assets, checks = build_boundaries(BOUNDARIES, partitions_def, pool, boundaries)
     checks.append(plan_sync_check(partitions_def, pool))
     return assets, checks

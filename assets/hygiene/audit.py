@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from assets.settings import Settings
 
@@ -41,7 +42,7 @@ class Context:
     def exists(self, schema: str, table: str) -> bool:
         return self.wh.table_exists(schema, table)
 
-    def query(self, sql: str, params=()) -> list[tuple]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.wh.session() as s:
             return s.query(sql, params)
 

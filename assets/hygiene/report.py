@@ -17,7 +17,9 @@ import html
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from assets.loading.warehouse import Warehouse
 from assets.settings import Settings
 
 PALETTE = {"lead_handoff": "#d62728", "quote_to_cash": "#1f77b4", "subscription_updates": "#2ca02c",
@@ -93,10 +95,10 @@ def svg(plot: Plot) -> str:
     return "".join(out)
 
 
-def gather(wh) -> list[Plot]:
+def gather(wh: Warehouse) -> list[Plot]:
     from assets.remediation.state import now
 
-    def q(sql, params=()):
+    def q(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with wh.session() as s:
             return s.query(sql, params)
 
@@ -113,12 +115,12 @@ def gather(wh) -> list[Plot]:
     elif wh.table_exists("meshline", "dead_letters"):
         for flow, part, n in q("SELECT flow, partition_key, count(*) FROM meshline.dead_letters GROUP BY 1, 2"):
             dead.setdefault(flow, []).append((str(part), float(n)))
-    mttr: dict[str, list] = {}
+    mttr: dict[str, list[Any]] = {}
     if wh.table_exists("meshline", "incidents"):
         for sev, m in q("SELECT severity, avg(minutes_to_resolve) FROM meshline.incidents WHERE status = 'resolved'"
                         " GROUP BY severity ORDER BY severity"):
             mttr.setdefault(sev, []).append((sev, round(float(m), 1)))
-    syn: dict[str, list] = {}
+    syn: dict[str, list[Any]] = {}
     if wh.table_exists("meshline", "synthetic_runs"):
         for started, det, inj in q("SELECT started_at, modes_detected, modes_injected FROM meshline.synthetic_runs"
                                    " WHERE started_at >= ? ORDER BY started_at", (now() - timedelta(days=90),)):

@@ -29,12 +29,17 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from assets.loading.warehouse import Warehouse
 from assets.settings import Settings
+
+if TYPE_CHECKING:  # Dagster is imported when a run starts, not by `meshline synthetic prune`'s parse
+    import dagster as dg
 
 MODES = ("missing_record", "duplicate", "malformed_row", "schema_drift", "late_arrival", "dropped_event",
          "partial_write", "rate_limit_throttling", "silent_etl_drop")
@@ -94,7 +99,7 @@ class SyntheticResult:
 class _World:
     """The isolated sources, warehouse and Dagster plumbing of one run."""
 
-    def __init__(self, root: Path, run_id: str, instance, end: date, days: int, seed: int):
+    def __init__(self, root: Path, run_id: str, instance: dg.DagsterInstance, end: date, days: int, seed: int):
         from assets.sandbox import FaultRates, LeadHandoffSandbox
         from assets.sandbox.billing_api import BillingApi
         from assets.sandbox.subscription_updates import SubscriptionFaults, SubscriptionSandbox
@@ -115,7 +120,7 @@ class _World:
     def close(self) -> None:
         self.api.stop()
 
-    def resources(self) -> dict:
+    def resources(self) -> dict[str, Any]:
         from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 
         return {"warehouse": WarehouseResource(url=self.wh_url), "data_docs": DataDocsResource(root=str(self.root)),
@@ -127,7 +132,7 @@ class _World:
                                               "path": "/v1/billing_subscriptions", "page_size": 25, "rate_per_s": 200,
                                               "burst": 20, "backoff_base_s": 0.01, "backoff_cap_s": 0.05}})}
 
-    def materialize(self, flow: str, key: str, tags: dict | None = None):
+    def materialize(self, flow: str, key: str, tags: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
         import dagster as dg
 
         from assets.flows import lead_handoff, subscription_updates
@@ -139,8 +144,9 @@ class _World:
                               run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
 
 
-def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str] = frozenset(), days: int = 5,
-                  seed: int = 17, keep: bool = False, progress=print) -> SyntheticResult:
+def run_synthetic(settings: Settings, *, instance: dg.DagsterInstance | None = None,
+                  disabled: frozenset[str] = frozenset(), days: int = 5, seed: int = 17, keep: bool = False,
+                  progress: Callable[[str], None] = print) -> SyntheticResult:
     import dagster as dg
 
     from assets.flows import lead_handoff, subscription_updates
@@ -243,7 +249,8 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
         drift_found = set() if "contract" in disabled else held
         mark("drift_detected")
 
-        def score(mode, injected, found, universe, t_inject, t_detect, remediated=None):
+        def score(mode: str, injected: set[Any], found: set[Any], universe: set[Any], t_inject: str, t_detect: str,
+                  remediated: int | None = None) -> ModeScore:
             det = len(set(injected) & set(found))
             return ModeScore(mode, DETECTORS[mode], len(injected), det, len(set(found) - set(universe)),
                              round(stamp[t_detect] - stamp[t_inject], 2) if det else None, remediated)
@@ -281,7 +288,7 @@ def run_synthetic(settings: Settings, *, instance=None, disabled: frozenset[str]
     return result
 
 
-def _detect(w: _World, wh, disabled: frozenset[str]) -> dict:
+def _detect(w: _World, wh: Warehouse, disabled: frozenset[str]) -> dict[str, Any]:
     """What the detectors report over the isolated warehouse right now."""
     import dagster as dg
 
@@ -313,13 +320,14 @@ def _detect(w: _World, wh, disabled: frozenset[str]) -> dict:
         for rec in w.instance.get_runs(filters=dg.RunsFilter(tags={SYNTHETIC_TAG: w.run_id})):
             for ev in w.instance.get_records_for_run(
                     rec.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
-                md = ev.event_log_entry.asset_materialization.metadata
+                mat = ev.event_log_entry.asset_materialization
+                md = mat.metadata if mat else {}
                 if "source_throttled" in md:
-                    out["throttled"] += int(md["source_throttled"].value)
+                    out["throttled"] += int(str(md["source_throttled"].value))
     return out
 
 
-def _store(wh, r: SyntheticResult) -> None:
+def _store(wh: Warehouse, r: SyntheticResult) -> None:
     from assets.remediation.state import audit, ensure, now
 
     with wh.transaction() as tx:
@@ -338,7 +346,8 @@ def _store(wh, r: SyntheticResult) -> None:
         audit(tx, "synthetic", "synthetic.run", r.run_id, {"missed": r.missed, "false_positives": r.false_positives})
 
 
-def prune(settings: Settings, *, instance=None, days: int = 90, at=None) -> dict[str, int]:
+def prune(settings: Settings, *, instance: dg.DagsterInstance | None = None, days: int = 90,
+          at: datetime | None = None) -> dict[str, int]:
     """Delete synthetic results older than `days` and the Dagster runs (with their event logs) of
     synthetic runs created before then: open-source Dagster keeps them forever otherwise."""
     import dagster as dg

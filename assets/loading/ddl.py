@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from assets.loading.warehouse import SQL_TYPES, Tx, ident
 from expectations.contract import Contract
 
@@ -156,7 +159,7 @@ _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "s
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")
 
 
-def _contract_row(c: Contract) -> tuple:
+def _contract_row(c: Contract) -> tuple[Any, ...]:
     import json
 
     cols = [{"name": col.name, "type": col.type, "required": col.required, "pii": col.pii,
@@ -168,7 +171,7 @@ def _contract_row(c: Contract) -> tuple:
             ",".join(c.pii_columns), json.dumps(cols, sort_keys=True))
 
 
-def upsert_row(tx: Tx, table: str, row: dict, key: tuple[str, ...]) -> None:
+def upsert_row(tx: Tx, table: str, row: dict[str, Any], key: tuple[str, ...]) -> None:
     """Update the row with `row`'s key, or insert it when there is none. The UPDATE comes first: DuckDB's
     INSERT ... ON CONFLICT DO UPDATE costs about four times as much, and a load rewrites rows that exist
     (its watermark, its contract's last load); the upsert settles a key another writer inserted since."""
@@ -182,7 +185,7 @@ def upsert_row(tx: Tx, table: str, row: dict, key: tuple[str, ...]) -> None:
                f" {', '.join(f'{ident(c)} = excluded.{ident(c)}' for c in sets)}", tuple(row.values()))
 
 
-def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, loaded_at=None) -> None:
+def upsert_contract(tx: Tx, contract: Contract, *, pinned: bool | None = None, loaded_at: datetime | None = None) -> None:
     """Write one contract version's row; `pinned` and `last_loaded_at` are only set when given."""
     row = dict(zip(_CONTRACT_COLS, _contract_row(contract), strict=True))
     if pinned is not None:
@@ -270,7 +273,7 @@ def _record(tx: Tx, obj: str, fingerprint: str) -> None:
                                                  "applied_at": utcnow()}, ("object",))
 
 
-def utcnow():
+def utcnow() -> datetime:
     """Now, in UTC, naive: how every Meshline timestamp is stored."""
     from datetime import UTC, datetime
 

@@ -80,7 +80,7 @@ class LoadResult:
     watermark_to: datetime | None = None
     extract_low: datetime | None = None
     extract_high: datetime | None = None
-    reason_counts: Counter = field(default_factory=Counter)
+    reason_counts: Counter[str] = field(default_factory=Counter[str])
     started_at: datetime | None = None
     finished_at: datetime | None = None
     seconds: float = 0.0
@@ -115,7 +115,7 @@ def _temp(tx: Tx, name: str, body: str) -> None:
     tx.execute(f"CREATE TEMPORARY TABLE {name} ({body}){suffix}")
 
 
-def _plain_column(values: list, arrow_type: pa.DataType) -> list:
+def _plain_column(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
     """A column's values made JSON-safe, as `redact_row` does value by value (strings, numbers and
     booleans pass as they are)."""
     if (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_integer(arrow_type)
@@ -149,7 +149,7 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
     why_all = reasons.to_pylist()
     dumps = json.JSONEncoder(sort_keys=True, default=str).encode
     seen: set[str] = set()
-    out: dict[str, list] = {c: [] for c in (
+    out: dict[str, list[Any]] = {c: [] for c in (
         "dead_letter_id", "record_key", "change_token", "locator", "source_locator", "payload", "reasons",
         "reason_code")}
     for i, (k, tok, loc, why) in enumerate(zip(keys, tokens, locs, why_all, strict=True)):
@@ -178,7 +178,7 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
                      for c, v in data.items()})
 
 
-def _unparsable(broken, contract: Contract, *, asset: str, partition_key: str, run_id: str,
+def _unparsable(broken: list[Any], contract: Contract, *, asset: str, partition_key: str, run_id: str,
                 seen_at: datetime, key: bytes) -> pa.Table:
     """Dead letters for records that never parsed: located by file and line, the text redacted whole."""
     from assets.loading.redaction import redact_value
@@ -291,8 +291,9 @@ def preflight(source: Source, contract: Contract) -> tuple[list[str], tuple[str,
 
 
 def read_watermark(tx: Tx, asset: str, partition_key: str) -> datetime | None:
-    return tx.scalar(f"SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?",
-                     (asset, partition_key))
+    value: datetime | None = tx.scalar(
+        f"SELECT watermark FROM {META_SCHEMA}.watermarks WHERE asset = ? AND partition_key = ?", (asset, partition_key))
+    return value
 
 
 def _validated(chunks: Iterator[pa.Table], contract: Contract,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +145,7 @@ class Tx:
         self.conn = conn
         self._cur = conn.cursor() if dialect == "postgres" else conn
         self._scratch = scratch
-        self._on_close: list = []
+        self._on_close: list[Any] = []
 
     def scratch_dir(self) -> Path:
         """A folder beside the DuckDB warehouse file for a load's staged rows."""
@@ -154,7 +154,7 @@ class Tx:
         self._scratch.mkdir(parents=True, exist_ok=True)
         return self._scratch
 
-    def on_close(self, fn) -> None:
+    def on_close(self, fn: Callable[[], None]) -> None:
         self._on_close.append(fn)
 
     def close(self) -> None:
@@ -176,9 +176,9 @@ class Tx:
             row = self.conn.execute(sql, tuple(params)).fetchone()
             return int(row[0]) if row else 0
         self._cur.execute(self._sql(sql), tuple(params))
-        return max(self._cur.rowcount, 0)
+        return max(int(self._cur.rowcount), 0)
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cur.execute(self._sql(sql), tuple(params))
         return list(self._cur.fetchall())
 

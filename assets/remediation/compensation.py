@@ -35,7 +35,8 @@ FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 
 def backoff(attempt: int, base: timedelta = BACKOFF_BASE, rng: random.Random | None = None) -> timedelta:
     """Delay before attempt `attempt + 1`: base · 2^(attempt − 1), jittered ±50%."""
-    return base * (2 ** max(0, attempt - 1)) * (rng or random).uniform(0.5, 1.5)
+    delay: timedelta = base * (2 ** max(0, attempt - 1)) * (rng or random).uniform(0.5, 1.5)
+    return delay
 
 
 def _compensating_request(job: str, part: str, key: str) -> dg.RunRequest:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from assets.loading.ddl import META_SCHEMA, ensure_meta
 from assets.loading.warehouse import Warehouse
@@ -55,7 +55,7 @@ def parse_age(text: str) -> timedelta:
         raise ValueError(f"an age is a number and m, h or d (e.g. 90m, 6h, 2d), not {text!r}") from None
 
 
-def _ready(wh) -> bool:
+def _ready(wh: Warehouse) -> bool:
     """Whether there are dead letters at all; brings an older warehouse's tables up to date."""
     if not wh.table_exists(META_SCHEMA, "dead_letters"):
         return False
@@ -64,7 +64,7 @@ def _ready(wh) -> bool:
     return True
 
 
-def list_dead_letters(wh, f: Filters, limit: int = 50) -> tuple[int, list[dict]]:
+def list_dead_letters(wh: Warehouse, f: Filters, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, the newest `limit` of them)."""
     if not _ready(wh):
         return 0, []
@@ -79,7 +79,7 @@ def list_dead_letters(wh, f: Filters, limit: int = 50) -> tuple[int, list[dict]]
     return int(total), [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-def show(wh, dead_letter_id: str) -> dict | None:
+def show(wh: Warehouse, dead_letter_id: str) -> dict[str, Any] | None:
     if not _ready(wh):
         return None
     with wh.session() as s:
@@ -92,7 +92,7 @@ def show(wh, dead_letter_id: str) -> dict | None:
     return dict(zip(cols, rows[0], strict=True))
 
 
-def resolve(wh, ids: list[str], note: str, actor: str) -> int:
+def resolve(wh: Warehouse, ids: list[str], note: str, actor: str) -> int:
     """Mark open dead letters resolved by hand (the record was fixed some other way, or accepted as lost)."""
     at = now()
     n = 0

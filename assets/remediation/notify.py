@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from assets.sources.http import TRANSIENT_STATUS, backoff_delay
 
@@ -37,7 +38,7 @@ class Notifier:
     def name(self) -> str:
         return self.kind
 
-    def send(self, page: dict) -> None:
+    def send(self, page: dict[str, Any]) -> None:
         if self.kind == "log":
             log.warning("PAGE %s", json.dumps(page, sort_keys=True, default=str))
             return

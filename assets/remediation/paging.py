@@ -18,9 +18,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from assets.loading.ddl import META_SCHEMA
 from assets.loading.redaction import redact_value
+from assets.loading.warehouse import Tx, Warehouse
 from assets.remediation.notify import Notifier, NotifyError
 from assets.remediation.state import SEVERITY, audit, ensure, now
 from expectations.contract import Contract
@@ -47,7 +49,7 @@ class DeadLetterStats:
         return self.count / self.rows_read if self.rows_read else (1.0 if self.count else 0.0)
 
 
-def stats(wh, contract: Contract, at: datetime, window: timedelta = DEFAULT_WINDOW) -> DeadLetterStats:
+def stats(wh: Warehouse, contract: Contract, at: datetime, window: timedelta = DEFAULT_WINDOW) -> DeadLetterStats:
     start, prev_start = at - window, at - 2 * window
     with wh.session() as s:
         if not wh.table_exists(META_SCHEMA, "dead_letters"):
@@ -82,7 +84,7 @@ def breaches(st: DeadLetterStats, contract: Contract) -> list[str]:
     return out
 
 
-def _page(contract: Contract, kind: str, summary: str, extra: dict) -> dict:
+def _page(contract: Contract, kind: str, summary: str, extra: dict[str, Any]) -> dict[str, Any]:
     sev = SEVERITY.get(contract.severity, "P2")
     owner = contract.owners.get("contract") or contract.owners.get("execution")
     return {"kind": kind, "contract": contract.name, "contract_version": contract.version, "severity": sev,
@@ -91,14 +93,14 @@ def _page(contract: Contract, kind: str, summary: str, extra: dict) -> dict:
             **extra}
 
 
-def _last_sent(s, contract: str, kind: str):
+def _last_sent(s: Tx, contract: str, kind: str) -> tuple[Any, ...] | None:
     rows = s.query(f"SELECT sent_at, dead_letters, rate FROM {META_SCHEMA}.alerts WHERE contract = ? AND kind = ?"
                    " AND status = 'sent' ORDER BY sent_at DESC LIMIT 1", (contract, kind))
     return rows[0] if rows else None
 
 
-def _record(wh, contract: str, kind: str, start, end, count: int, rate: float, status: str, notifier: Notifier,
-            page: dict, at: datetime) -> None:
+def _record(wh: Warehouse, contract: str, kind: str, start: datetime, end: datetime, count: int, rate: float, status: str, notifier: Notifier,
+            page: dict[str, Any], at: datetime) -> None:
     import json
 
     with wh.transaction() as tx:
@@ -111,8 +113,8 @@ def _record(wh, contract: str, kind: str, start, end, count: int, rate: float, s
                                                             "notifier": notifier.name}, at)
 
 
-def page_dead_letters(wh, contracts: list[Contract], notifier: Notifier, *, at: datetime | None = None,
-                      window: timedelta = DEFAULT_WINDOW, suppress: timedelta | None = None) -> list[dict]:
+def page_dead_letters(wh: Warehouse, contracts: list[Contract], notifier: Notifier, *, at: datetime | None = None,
+                      window: timedelta = DEFAULT_WINDOW, suppress: timedelta | None = None) -> list[dict[str, Any]]:
     """Evaluate every contract's thresholds; page or suppress. Returns one dict per contract in breach:
     {"contract", "status": sent | suppressed | failed, "page"}."""
     at = at or now()
@@ -146,8 +148,8 @@ def page_dead_letters(wh, contracts: list[Contract], notifier: Notifier, *, at: 
     return out
 
 
-def escalate_incidents(wh, contracts: dict[str, Contract], notifier: Notifier, *, at: datetime | None = None
-                       ) -> list[dict]:
+def escalate_incidents(wh: Warehouse, contracts: dict[str, Contract], notifier: Notifier, *, at: datetime | None = None
+                       ) -> list[dict[str, Any]]:
     """Page once for every open incident past its resolve SLO (the contract's `resolve_hours`, else P1 4 h,
     P2 24 h) and mark it escalated."""
     at = at or now()
@@ -181,8 +183,8 @@ def escalate_incidents(wh, contracts: dict[str, Contract], notifier: Notifier, *
     return out
 
 
-def page_exhausted(wh, contract: Contract | None, flow: str, partition: str, attempts: int, notifier: Notifier,
-                   at: datetime | None = None) -> dict:
+def page_exhausted(wh: Warehouse, contract: Contract | None, flow: str, partition: str, attempts: int, notifier: Notifier,
+                   at: datetime | None = None) -> dict[str, Any]:
     """Compensation gave up after `attempts`: page the flow's owner."""
     at = at or now()
     summary = f"compensating backfill of {flow} {partition} failed {attempts} time(s): escalated to a human"

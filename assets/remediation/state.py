@@ -20,9 +20,11 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from assets.config import AUDIT_RETENTION_DAYS
 from assets.loading.ddl import META_SCHEMA, utcnow
+from assets.loading.warehouse import Tx, Warehouse
 
 DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}",
@@ -121,7 +123,7 @@ GENESIS = "0" * 64
 now = utcnow  # the loader's clock: one definition of how timestamps are stored
 
 
-def ensure(tx) -> None:
+def ensure(tx: Tx) -> None:
     for stmt in DDL:
         tx.execute(stmt)
 
@@ -142,7 +144,7 @@ class CheckOutcome:
     target_partitions: tuple[str, ...] = ()
 
 
-def record_check(wh, o: CheckOutcome, at: datetime | None = None) -> str | None:
+def record_check(wh: Warehouse, o: CheckOutcome, at: datetime | None = None) -> str | None:
     """Store one evaluation and open or resolve its incident, in one transaction. Returns what happened
     to the incident: "opened", "resolved", or None."""
     at = at or now()
@@ -178,7 +180,7 @@ def record_check(wh, o: CheckOutcome, at: datetime | None = None) -> str | None:
     return None
 
 
-def record_postmortem(wh, incident_id: str, url: str, actor: str) -> bool:
+def record_postmortem(wh: Warehouse, incident_id: str, url: str, actor: str) -> bool:
     """Attach a postmortem (a link to the write-up) to a resolved incident; audited."""
     with wh.transaction() as tx:
         ensure(tx)
@@ -191,7 +193,7 @@ def record_postmortem(wh, incident_id: str, url: str, actor: str) -> bool:
     return True
 
 
-def mttr(wh) -> list[tuple[str, str, int, float | None]]:
+def mttr(wh: Warehouse) -> list[tuple[str, str, int, float | None]]:
     """(contract, severity, resolved incidents, mean minutes to resolve) per contract and severity."""
     with wh.session() as s:
         if not wh.table_exists(META_SCHEMA, "incidents"):
@@ -206,7 +208,7 @@ def _row_hash(prev: str, seq: int, at: datetime, actor: str, action: str, target
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def audit(tx, actor: str, action: str, target: str, details: dict, at: datetime | None = None) -> None:
+def audit(tx: Tx, actor: str, action: str, target: str, details: dict[str, Any], at: datetime | None = None) -> None:
     """Append one row to the audit log, chained to the one before it. Call inside the transaction
     that does the audited action, so the action and its record commit together."""
     at = at or now()
@@ -219,7 +221,7 @@ def audit(tx, actor: str, action: str, target: str, details: dict, at: datetime 
                (seq, at, actor, action, target, text, prev, _row_hash(prev, seq, at, actor, action, target, text)))
 
 
-def prune_audit_log(wh, days: int, actor: str, at: datetime | None = None) -> int:
+def prune_audit_log(wh: Warehouse, days: int, actor: str, at: datetime | None = None) -> int:
     """Delete audit rows older than `days` (90..365), keeping the chain verifiable: the last deleted
     row's seq and hash become the anchor the remaining chain starts from. The pruning is itself audited."""
     lo, hi = AUDIT_RETENTION_DAYS
@@ -244,7 +246,7 @@ def prune_audit_log(wh, days: int, actor: str, at: datetime | None = None) -> in
     return int(n)
 
 
-def verify_audit_log(wh) -> list[str]:
+def verify_audit_log(wh: Warehouse) -> list[str]:
     """Problems with the chain (an edited, deleted or reordered row); empty when intact."""
     with wh.transaction() as tx:
         ensure(tx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 
 class SimulatedSystem:
@@ -18,8 +19,9 @@ class SimulatedSystem:
     def exists(self) -> bool:
         return self.truth_path.exists()
 
-    def ground_truth(self) -> dict:
-        return json.loads(self.truth_path.read_text())
+    def ground_truth(self) -> dict[str, Any]:
+        truth: dict[str, Any] = json.loads(self.truth_path.read_text())
+        return truth
 
     @staticmethod
     def window(end: date, days: int) -> tuple[datetime, datetime]:

@@ -21,13 +21,14 @@ import threading
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 _PATH = re.compile(r"^/v1/([a-z_][a-z0-9_]*)$")
 MAX_LIMIT = 5000
 
 
-def _json_value(v):
+def _json_value(v: Any) -> Any:
     if isinstance(v, datetime | date):
         return v.isoformat()
     return v
@@ -52,10 +53,10 @@ class BillingApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet: request lines would only clutter test and demo output
+            def log_message(self, *args: Any) -> None:  # quiet: request lines would only clutter test and demo output
                 pass
 
-            def do_GET(self):  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 with api._lock:
                     api.requests += 1
                     n = api.requests
@@ -76,7 +77,7 @@ class BillingApi:
                     return self._send(400, {"error": str(exc)})
                 self._send(200, body)
 
-            def _send(self, status: int, body: dict, headers: dict | None = None):
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, Any] | None = None) -> None:
                 data = json.dumps(body, default=_json_value).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -102,10 +103,10 @@ class BillingApi:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def page(self, table: str, q: dict[str, str]) -> dict:
+    def page(self, table: str, q: dict[str, str]) -> dict[str, Any]:
         import duckdb
 
         limit = int(q.get("limit", 500))

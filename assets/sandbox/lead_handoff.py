@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,12 +78,13 @@ class LeadHandoffSandbox:
     def exists(self) -> bool:
         return self.paths.ground_truth.exists()
 
-    def ground_truth(self) -> dict:
-        return json.loads(self.paths.ground_truth.read_text())
+    def ground_truth(self) -> dict[str, Any]:
+        truth: dict[str, Any] = json.loads(self.paths.ground_truth.read_text())
+        return truth
 
     # ---------------------------------------------------------------- generation
     def generate(self, *, end: date, days: int = 14, leads_per_day: int = 200, seed: int = 7,
-                 faults: FaultRates = FaultRates()) -> dict:
+                 faults: FaultRates = FaultRates()) -> dict[str, Any]:
         """Write both databases afresh and return the ground truth."""
         import numpy as np
         import pandas as pd
@@ -92,7 +93,8 @@ class LeadHandoffSandbox:
         start = datetime.combine(end - timedelta(days=days - 1), datetime.min.time())
         stop = start + timedelta(days=days)  # exclusive end of the simulation
         n = days * leads_per_day
-        sec = lambda a: pd.to_timedelta(a, unit="s")  # noqa: E731
+        def sec(a: Any) -> Any:
+            return pd.to_timedelta(a, unit="s")
 
         lead_id = np.arange(1, n + 1)
         mql_at = pd.Series(start + sec(np.sort(rng.integers(0, days * 86400, n))))
@@ -251,7 +253,7 @@ class LeadHandoffSandbox:
         return len(mql)
 
 
-def _malformed(marketing: pd.DataFrame, crm: pd.DataFrame) -> list[dict]:
+def _malformed(marketing: pd.DataFrame, crm: pd.DataFrame) -> list[dict[str, Any]]:
     """Every row the generator made malformed, with the reason code the contracts must give it."""
     import pandas as pd
 

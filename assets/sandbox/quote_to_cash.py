@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import _write
@@ -51,7 +52,7 @@ class QuoteToCashSandbox(SimulatedSystem):
         return f"duckdb:///{self.billing_path}"
 
     def generate(self, *, end: date, days: int = 14, deals_per_day: int = 80, seed: int = 7,
-                 faults: QuoteFaults = QuoteFaults(), touches_per_invoice: float | None = None) -> dict:
+                 faults: QuoteFaults = QuoteFaults(), touches_per_invoice: float | None = None) -> dict[str, Any]:
         """Write both databases afresh and return the ground truth. `touches_per_invoice`: the mean
         number of later versions billing writes of each invoice (reminders, payments, regenerated PDFs;
         same content, newer change token), for volume; by default about one invoice in ten gets one."""
@@ -61,7 +62,8 @@ class QuoteToCashSandbox(SimulatedSystem):
         rng = np.random.default_rng(seed)
         start, stop = self.window(end, days)
         n = days * deals_per_day
-        sec = lambda a: pd.to_timedelta(a, unit="s")  # noqa: E731
+        def sec(a: Any) -> Any:
+            return pd.to_timedelta(a, unit="s")
         opp_id = np.arange(5_001, 5_001 + n)
         created = pd.Series(start + sec(np.sort(rng.integers(0, days * 86400, n))))
         amount = np.round(rng.gamma(2.0, 8000.0, n), 2)
@@ -80,7 +82,7 @@ class QuoteToCashSandbox(SimulatedSystem):
 
         due = won & (close_at + INVOICE_SLA < stop - timedelta(hours=12)).to_numpy()
 
-        def pick(mask, rate, taken):
+        def pick(mask: np.ndarray, rate: float, taken: np.ndarray) -> np.ndarray:
             pool = np.flatnonzero(mask & ~taken)
             k = min(len(pool), int(round(rate * won.sum())))
             out = np.zeros(n, dtype=bool)

@@ -23,6 +23,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from assets.sandbox.base import SimulatedSystem
 from assets.sandbox.lead_handoff import FIRST, LAST, _write
@@ -44,7 +45,7 @@ class SubscriptionFaults:
     malformed_billing: float = 0.01
 
 
-def _iso(ts) -> str:
+def _iso(ts: Any) -> str:
     import pandas as pd
 
     return pd.Timestamp(ts).to_pydatetime().isoformat()
@@ -61,7 +62,7 @@ class SubscriptionSandbox(SimulatedSystem):
         return self.root / "billing.duckdb"
 
     def generate(self, *, end: date, days: int = 14, accounts_per_day: int = 60, seed: int = 7,
-                 faults: SubscriptionFaults = SubscriptionFaults(), plan_changes_mean: float | None = None) -> dict:
+                 faults: SubscriptionFaults = SubscriptionFaults(), plan_changes_mean: float | None = None) -> dict[str, Any]:
         """Write the event drops and billing afresh and return the ground truth. `plan_changes_mean`: the
         mean number of plan changes per account (Poisson), for volume; by default 0, 1 or 2."""
         import numpy as np
@@ -73,7 +74,7 @@ class SubscriptionSandbox(SimulatedSystem):
         accounts = np.arange(30_001, 30_001 + n)
 
         # Each account signs up, then changes plan 0-2 times, at least MIN_GAP apart.
-        events: list[dict] = []
+        events: list[dict[str, Any]] = []
         for i, acct in enumerate(accounts):
             at = start + timedelta(seconds=int(rng.integers(0, days * 86400)))
             plan = PLANS[int(rng.integers(0, len(PLANS)))]
@@ -95,7 +96,7 @@ class SubscriptionSandbox(SimulatedSystem):
         ev["applied_at"] = ev["occurred_at"] + pd.to_timedelta(rng.integers(int(lo), int(hi), len(ev)), unit="s")
         ev["is_latest"] = ~ev.duplicated("account_id", keep="last")
 
-        def pick(mask, rate):
+        def pick(mask: pd.Series, rate: float) -> np.ndarray:
             pool = np.flatnonzero(mask.to_numpy())
             k = min(len(pool), int(round(rate * n)))
             out = np.zeros(len(ev), dtype=bool)
@@ -152,7 +153,7 @@ class SubscriptionSandbox(SimulatedSystem):
             old.unlink()
         n_broken = int(round(faults.malformed_lines * n))
         broken_days = set(int(x) for x in rng.choice(days, size=min(days, n_broken), replace=False))
-        malformed: list[dict] = []
+        malformed: list[dict[str, Any]] = []
         for d in range(days):
             day = (start + timedelta(days=d)).date()
             lo_t, hi_t = pd.Timestamp(day), pd.Timestamp(day + timedelta(days=1))

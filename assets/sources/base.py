@@ -7,8 +7,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
+
+from assets.loading.warehouse import Tx
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Source(ABC):
     # contract that names them, never "unknown" source columns when it does not.
     synthetic_columns: tuple[str, ...] = ()
 
-    def begin(self, tx, asset: str, partition_key: str, rescan: bool = False) -> None:  # noqa: B027 - optional hook
+    def begin(self, tx: Tx, asset: str, partition_key: str, rescan: bool = False) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction before extracting (file drops read their manifest;
         `rescan`, for a compensating reload, reads every file again)."""
 
@@ -44,7 +47,7 @@ class Source(ABC):
         """Records of the last extract that could not be parsed; the loader dead-letters them."""
         return []
 
-    def finish(self, tx, asset: str, partition_key: str, run_id: str) -> None:  # noqa: B027 - optional hook
+    def finish(self, tx: Tx, asset: str, partition_key: str, run_id: str) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction after writing (file drops record what they delivered)."""
 
     @abstractmethod
@@ -61,7 +64,7 @@ class Source(ABC):
         """
 
 
-def as_text(value, empty_is_null: bool = False) -> str | None:
+def as_text(value: Any, empty_is_null: bool = False) -> str | None:
     """A JSON or CSV value as the text the loader casts to the contract's type."""
     if value is None or (empty_is_null and value == ""):
         return None
@@ -72,7 +75,7 @@ def as_text(value, empty_is_null: bool = False) -> str | None:
     return str(value)
 
 
-def parse_token(value) -> datetime | None:
+def parse_token(value: Any) -> datetime | None:
     """An ISO-8601 change token as naive UTC; None when absent or unreadable (the contract then
     dead-letters the record: the loader sees the raw text)."""
     if value is None or value == "":

@@ -24,13 +24,15 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
+from assets.loading.warehouse import Tx
 from assets.sources.base import Malformed, Source, as_text, outside, parse_token
 from expectations.reasons import SourceUnreachable
 
-_CHECKSUMS: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> checksum, for this process
+_CHECKSUMS: dict[tuple[Any, ...], str] = {}  # (path, inode, size, mtime, ctime) -> checksum, for this process
 
 
 def checksum(path: Path) -> str:
@@ -68,8 +70,8 @@ class FileDropSource(Source):
         self._skip: set[str] = set()
         self._read: dict[str, tuple[str, int]] = {}  # checksum -> (file name, records delivered)
         self._malformed: list[Malformed] = []
-        self._ranges: dict[str, tuple] = {}  # checksum -> (min token, max token, untokened), indexed before
-        self._indexed: dict[str, tuple] = {}  # checksum -> (name, records, min, max, untokened), this load
+        self._ranges: dict[str, tuple[Any, ...]] = {}  # checksum -> (min token, max token, untokened), indexed before
+        self._indexed: dict[str, tuple[Any, ...]] = {}  # checksum -> (name, records, min, max, untokened), this load
         self.files_parsed = 0
         self.files_skipped = 0
 
@@ -90,7 +92,7 @@ class FileDropSource(Source):
                     return sorted(set(rec) | {POSITION})
         return None
 
-    def begin(self, tx, asset: str, partition_key: str, rescan: bool = False) -> None:
+    def begin(self, tx: Tx, asset: str, partition_key: str, rescan: bool = False) -> None:
         self._skip = set() if rescan else {r[0] for r in tx.query(
             "SELECT checksum FROM meshline.file_manifest WHERE asset = ? AND partition_key = ?", (asset, partition_key))}
         self._read, self._malformed = {}, []
@@ -102,7 +104,7 @@ class FileDropSource(Source):
     def malformed(self) -> list[Malformed]:
         return list(self._malformed)
 
-    def finish(self, tx, asset: str, partition_key: str, run_id: str) -> None:
+    def finish(self, tx: Tx, asset: str, partition_key: str, run_id: str) -> None:
         now = datetime.now(UTC).replace(tzinfo=None)
         for digest, (name, n) in self._read.items():
             tx.execute("INSERT INTO meshline.file_manifest (checksum, asset, partition_key, file_name, records,"
@@ -113,7 +115,7 @@ class FileDropSource(Source):
                        " untokened, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        (digest, asset, name, n, lo, hi, untokened, now))
 
-    def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict | Malformed]]:
+    def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict[str, Any] | Malformed]]:
         """(line number, record or Malformed) for each non-empty line of a file."""
         if path.suffix.lower() == ".csv":
             with path.open(newline="", encoding="utf-8", errors="replace") as f:
@@ -151,7 +153,7 @@ class FileDropSource(Source):
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
         schema = pa.schema([(c, pa.string()) for c in columns])
-        buf: list[dict] = []
+        buf: list[dict[str, Any]] = []
         seen: set[str] = set()
         for path in self.files():
             digest = checksum(path)

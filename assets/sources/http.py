@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -95,7 +96,7 @@ class HttpSource(Source):
                  cursor_param: str = "cursor", page_param: str = "page", since_param: str = "updated_since",
                  until_param: str = "updated_before", limit_param: str = "limit", token_env: str | None = None,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep, client=None):
+                 sleep: Callable[[float], None] = time.sleep, client: Any = None):
         if pagination not in ("cursor", "page"):
             raise ValueError("pagination must be 'cursor' or 'page'")
         self.base_url, self.path, self.system, self.table = base_url.rstrip("/"), path, system, table
@@ -111,7 +112,7 @@ class HttpSource(Source):
     def __repr__(self) -> str:
         return f"HttpSource({self.system}.{self.table}, {self.base_url}{self.path})"
 
-    def _http(self):
+    def _http(self) -> Any:
         if self._client is None:
             import httpx
 
@@ -124,7 +125,7 @@ class HttpSource(Source):
             self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_s)
         return self._client
 
-    def _get(self, params: dict) -> dict:
+    def _get(self, params: dict[str, Any]) -> dict[str, Any]:
         """One page, with rate limiting and retries of transient failures."""
         import httpx
 
@@ -141,7 +142,8 @@ class HttpSource(Source):
                 continue
             if resp.status_code == 200:
                 try:
-                    return resp.json()
+                    body: dict[str, Any] = resp.json()
+                    return body
                 except ValueError:
                     last = "a body that is not JSON"
                     self.stats["retries"] += 1
@@ -159,7 +161,7 @@ class HttpSource(Source):
         raise SourceUnreachable(f"{self.system}.{self.table}: gave up on {self.base_url}{self.path} after "
                                 f"{self.max_retries + 1} attempts (last: {last})")
 
-    def _pages(self, params: dict) -> Iterator[list[dict]]:
+    def _pages(self, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         cursor, page = None, 1
         while True:
             q = dict(params)
@@ -190,7 +192,7 @@ class HttpSource(Source):
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
         params = {self.since_param: low.isoformat(), self.until_param: high.isoformat(),
                   self.limit_param: self.page_size}
-        buf: list[dict] = []
+        buf: list[dict[str, Any]] = []
         for records in self._pages(params):
             for rec in records:
                 # The API's window is advisory: keep exactly low <(=) token < high here.

@@ -21,7 +21,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def _rebatch(tables: Iterator[pa.Table | pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    pending: list = []
+    pending: list[Any] = []
     n = 0
     for t in tables:
         if t.num_rows == 0:
@@ -130,7 +130,7 @@ class SqlSource(Source):
         else:
             yield from self._extract_sqlalchemy(sql, (low, high), chunk_rows)
 
-    def _extract_duckdb(self, sql: str, params, chunk_rows: int) -> Iterator[pa.Table]:
+    def _extract_duckdb(self, sql: str, params: tuple[Any, ...], chunk_rows: int) -> Iterator[pa.Table]:
         import duckdb
 
         con = duckdb.connect(str(WarehouseURL.parse(self.url).path), read_only=True)
@@ -140,7 +140,7 @@ class SqlSource(Source):
         finally:
             con.close()
 
-    def _extract_postgres(self, sql: str, params, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
+    def _extract_postgres(self, sql: str, params: tuple[Any, ...], columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
         """COPY (query) TO STDOUT as CSV, streamed through a pipe into Arrow's CSV reader: the rows never
         exist as Python objects, and memory stays at a few chunks whatever the table's size."""
         import psycopg2
@@ -183,7 +183,7 @@ class SqlSource(Source):
         if errors:
             raise SourceError(f"COPY from {self.system}.{self.table} failed: {errors[0]}") from errors[0]
 
-    def _extract_sqlalchemy(self, sql: str, params, chunk_rows: int) -> Iterator[pa.Table]:
+    def _extract_sqlalchemy(self, sql: str, params: tuple[Any, ...], chunk_rows: int) -> Iterator[pa.Table]:
         import sqlalchemy as sa
 
         named = sql.replace("?", ":low", 1).replace("?", ":high", 1)

@@ -54,7 +54,7 @@ def compensating_loader(settings: Settings):
     from expectations.registry import Registry
 
     config = settings.config()
-    specs = source_specs(settings, config)
+    specs = source_specs(settings.sandbox_dir, config)
     registry = Registry()
     wh = settings.warehouse(config)
 
