@@ -143,10 +143,8 @@ def _median_wall(cmd: list[str], env: dict, runs: int) -> float:
     return _median([_timed(cmd, env, ok=(0, 1))[0] for _ in range(runs)])
 
 
-# What `dagster dev`, the daemon and every run worker pay: import the code location and build its
-# Definitions through the module's `defs`, as Dagster's loader does (the dbt manifest already prepared,
-# as a deployment does once). Each prints its own time inside the process (imports and build, from its
-# first statement on), beside which the bench takes the whole-process wall time.
+# What `dagster dev`, the daemon and every run worker pay: the code location's `defs` built as Dagster's
+# loader builds it (the dbt manifest prepared once, as a deployment does), timed inside the process.
 _IN_PROCESS = "import time; _t = time.perf_counter(); {body}; print(time.perf_counter() - _t)"
 _LOAD_DEFS = _IN_PROCESS.format(body="from orchestration.definitions import defs; "
                                      "defs().get_repository_def().get_all_jobs()")

@@ -95,8 +95,8 @@ def test_daemon_compensates_a_late_crm_lead_and_closes_the_incident(home, tmp_pa
     for _, part, _, _, key in rem:
         run = runs[key]
         assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["meshline/compensate"] == "true"
-        inc = [i for i in incidents if i[0] == part]
-        assert inc and all(i[1] == "resolved" and i[2] > 0 and i[3] == run.run_id for i in inc if i[3] == run.run_id)
+        closed = [i for i in incidents if i[0] == part and i[3] == run.run_id]
+        assert closed and all(i[1] == "resolved" and i[2] > 0 for i in closed), (part, incidents)
     assert any(k.startswith("dbt:compensate:") for k in runs), "the downstream dbt build was requested"
     with wh.session() as s:
         loaded = s.scalar("SELECT count(*) FROM raw.crm_leads WHERE owner = 'rep_late'")

@@ -43,9 +43,7 @@ def test_ddl_runs_once_then_again_when_a_table_is_gone_or_a_column_is_added(ware
     contract = Registry().get("crm_opportunities")
     with wh.transaction() as tx:
         ensure_tables(tx, contract)
-    first = list(statements)
-    assert any(s.startswith("CREATE TABLE IF NOT EXISTS raw.crm_opportunities") for s in first)
-    assert any(s.startswith("CREATE TABLE IF NOT EXISTS meshline.dead_letters") for s in first)
+    assert wh.table_exists("raw", "crm_opportunities") and wh.table_exists("meshline", "dead_letters")
 
     statements.clear()
     with wh.transaction() as tx:
@@ -59,7 +57,6 @@ def test_ddl_runs_once_then_again_when_a_table_is_gone_or_a_column_is_added(ware
     statements.clear()
     with wh.transaction() as tx:
         ensure_tables(tx, contract)
-    assert any(s.startswith("CREATE TABLE IF NOT EXISTS raw.crm_opportunities") for s in statements)
     assert "stage" in _columns(wh, "raw", "crm_opportunities")
 
     # a newer contract version lists one more column: it is added, nullable; the meta DDL is not rerun
@@ -68,7 +65,6 @@ def test_ddl_runs_once_then_again_when_a_table_is_gone_or_a_column_is_added(ware
     statements.clear()
     with wh.transaction() as tx:
         ensure_tables(tx, wider)
-    assert "ALTER TABLE raw.crm_opportunities ADD COLUMN IF NOT EXISTS region TEXT" in statements
     assert not [s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS meshline.")]
     assert _columns(wh, "raw", "crm_opportunities")[-1] == "region"
 
