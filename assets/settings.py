@@ -10,7 +10,9 @@
 `Settings.from_env()` runs when the definitions are built and when a CLI command starts, never at import
 time and never inside an asset body, so tests build definitions for DuckDB and for Postgres in one
 process. Everything a user rarely changes is in `meshline.yaml` (`assets.config`), whose `${VAR}`
-references are expanded from the environment captured here.
+references are expanded from the environment captured here. One exception, on purpose: an HTTP
+source's `token_env` names a variable the source reads when it sends a request, so the token itself
+never enters the definitions or Dagster's resource configuration.
 """
 
 from __future__ import annotations

@@ -251,11 +251,14 @@ def _remove_duckdb(path: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def partition_run(home: Path, runs: int = 3) -> dict:
-    """One day of lead_handoff on the simulated sources, run as a run worker runs it (a fresh process
-    that loads the code location and executes the flow's job for the partition), `runs` times on one
-    warehouse: the first loads the day, the later ones are the re-runs a nightly or a compensation makes.
-    The median of the later runs' wall time is reported, with every run's figures."""
+ABLATIONS = ("gc_freeze", "manifest_selection")  # speed-only paths that stay (bench/year.py's _ablate)
+
+
+def partition_run(home: Path, rounds: int = 3) -> dict:
+    """One day of lead_handoff on the simulated sources, run as a run worker runs it: a fresh process that
+    loads the code location and executes the flow's job for the partition. The first run loads the day;
+    then, `rounds` times in alternation, the re-run a nightly or a compensation makes as shipped and with
+    each speed-only path switched off. Medians of wall time, each beside the shipped one."""
     from assets.sandbox import LeadHandoffSandbox
     from bench.year import run_in_fresh_process, year_settings
 
@@ -264,11 +267,22 @@ def partition_run(home: Path, runs: int = 3) -> dict:
     truth = LeadHandoffSandbox(settings.sandbox_dir).generate(end=end, days=7, leads_per_day=2_740, seed=7)
     request = {"run_key": "bench", "partition_key": end.isoformat(), "tags": {},
                "assets": ["raw/marketing_leads", "raw/crm_leads"]}
-    recs = [run_in_fresh_process(settings, request) for _ in range(runs)]
-    later = sorted(r["wall_s"] for r in recs[1:])
-    return {"measure": "partition_run", "flow": "lead_handoff", "mqls": truth["mqls"],
-            "first_run_wall_s": recs[0]["wall_s"], "wall_s": later[len(later) // 2],
-            "runs": [{k: r[k] for k in ("wall_s", "code_load_s", "rows_read", "checks", "success")} for r in recs]}
+    first = run_in_fresh_process(settings, request)
+    walls: dict[str, list[float]] = {v: [] for v in ("shipped", *ABLATIONS)}
+    loads: dict[str, list[float]] = {v: [] for v in walls}
+    for _ in range(rounds):
+        for variant in walls:
+            rec = run_in_fresh_process(settings, {**request, "ablate": [] if variant == "shipped" else [variant]})
+            if not rec["success"]:
+                raise SystemExit(f"partition run failed ({variant})")
+            walls[variant].append(rec["wall_s"])
+            loads[variant].append(rec["code_load_s"])
+    shipped = _median(walls["shipped"])
+    return {"measure": "partition_run", "flow": "lead_handoff", "mqls": truth["mqls"], "checks": first["checks"],
+            "first_run_wall_s": first["wall_s"], "wall_s": shipped, "runs_wall_s": walls["shipped"],
+            "code_load_s": _median(loads["shipped"]),
+            "without": {v: {"wall_s": _median(walls[v]), "code_load_s": _median(loads[v]),
+                            "gain": round(1 - shipped / _median(walls[v]), 3)} for v in ABLATIONS}}
 
 
 def _drop(copy_url: str) -> None:
@@ -311,12 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-year", action="store_true",
                    help="skip the year-volume nightly hygiene (bench/year.py; about 20 min)")
     p.add_argument("--year-only", action="store_true", help="only the year-volume nightly hygiene")
+    p.add_argument("--partition-only", action="store_true", help="only the Dagster partition run")
     args = p.parse_args(argv)
     args.out = args.out.resolve()  # its folder is the bench's work folder, and the dlt run's cwd
     PG = args.pg
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = args.out.parent
 
+    if args.partition_only:
+        rec = {"tool": "meshline", **partition_run(work / "partition")}
+        print(json.dumps(rec), flush=True)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        return 0
     if args.year_only:
         from bench.year import run_year
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,7 +40,3 @@ def redact_row(row: Mapping[str, Any], pii_columns: Iterable[str], key: bytes = 
     """A copy of the row with every PII column redacted and values made JSON-safe."""
     pii = set(pii_columns)
     return {c: (redact_value(v, key) if c in pii else json_safe(v)) for c, v in row.items()}
-
-
-def redacted_json(row: Mapping[str, Any], pii_columns: Iterable[str], key: bytes = DEV_KEY.encode()) -> str:
-    return json.dumps(redact_row(row, pii_columns, key), sort_keys=True, default=str)

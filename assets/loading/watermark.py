@@ -17,9 +17,6 @@ class Window:
         if self.end <= self.start:
             raise ValueError(f"empty window: {self.start} .. {self.end}")
 
-    def contains(self, token: datetime) -> bool:
-        return self.start <= token < self.end
-
 
 @dataclass(frozen=True)
 class ExtractBounds:
