@@ -5,7 +5,6 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,40 +58,10 @@ def dbt_cli(project: DbtProject, profiles_dir: Path) -> DbtCliResource:
                           dbt_executable=dbt_executable())
 
 
-@contextmanager
-def every_node_from_the_manifest() -> Iterator[None]:
-    """While the dbt assets are built, the default selection (every node) is read off the manifest.
-
-    dagster-dbt evaluates a selection with dbt's own engine whenever dbt-core is installed, and every
-    process that loads the definitions (code server, daemon, each run worker) would pay for importing it.
-    The default selection needs no engine: dagster-dbt answers it from the manifest's nodes when dbt-core
-    is absent, and so does this; any other selection goes to dagster-dbt as before.
-    tests/integration/test_definitions.py checks that both ways give the same assets and checks."""
-    import dagster_dbt.asset_utils as asset_utils
-
-    original = getattr(asset_utils, "select_unique_ids", None)
-    if original is None:  # another dagster-dbt: leave it be
-        yield
-        return
-
-    def select_unique_ids(*args: Any, **kwargs: Any) -> Any:
-        if not args and kwargs.get("select") in ("", "fqn:*") and not kwargs.get("exclude") \
-                and not kwargs.get("selector") and "manifest_json" in kwargs:
-            return set(kwargs["manifest_json"]["nodes"])
-        return original(*args, **kwargs)
-
-    asset_utils.select_unique_ids = select_unique_ids
-    try:
-        yield
-    finally:
-        asset_utils.select_unique_ids = original
-
-
 def build_dbt_assets(project: DbtProject, *, pool: str | None,
                      dbt_vars: Mapping[str, object]) -> dg.AssetsDefinition:
-    with every_node_from_the_manifest():
-        @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool)
-        def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-            yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
+    @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool)
+    def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
 
     return meshline_dbt

@@ -251,7 +251,7 @@ def _remove_duckdb(path: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-ABLATIONS = ("gc_freeze", "manifest_selection")  # speed-only paths that stay (bench/year.py's _ablate)
+ABLATIONS = ("gc_freeze",)  # speed-only paths that stay (bench/year.py's _ablate)
 
 
 def partition_run(home: Path, rounds: int = 3) -> dict:

@@ -157,15 +157,10 @@ def night_requests(settings: Settings, night: datetime) -> list[dict]:
 
 def _ablate(paths: list[str]) -> None:
     """Switch off speed-only code paths in this process, to measure what each one gains."""
-    import contextlib
     import gc
-
-    import assets.dbt
 
     if "gc_freeze" in paths:
         gc.freeze = lambda: None
-    if "manifest_selection" in paths:  # dagster-dbt then selects with dbt's own engine
-        assets.dbt.every_node_from_the_manifest = contextlib.nullcontext  # type: ignore[assignment]
 
 
 def run_request(request: dict) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 import yaml
-from dagster_dbt import DbtCliResource, dbt_assets
 
 from assets.settings import WAREHOUSE_POOL, Settings
 
@@ -167,27 +166,3 @@ def test_code_location_freezes_what_it_built(home, warehouse_url):
     frozen, resolved = _code_location_in_a_child(home, warehouse_url, code)
     assert int(frozen) > 100_000, frozen
     assert resolved == "True"
-
-
-def test_dbt_assets_read_off_the_manifest_are_the_ones_dbt_selects(home, warehouse_url):
-    """The dbt assets are built with the default selection read off the manifest (`every_node_from_the_
-    manifest`): the same assets, dependencies and checks as dagster-dbt's own selection with dbt's
-    engine; and loading the code location then leaves dbt's selection engine (networkx) unimported."""
-    from assets.dbt import build_dbt_assets, dbt_project
-    from assets.settings import DBT_PROJECT_DIR
-
-    project = dbt_project(DBT_PROJECT_DIR, "duckdb", Settings(home=home, warehouse_url=warehouse_url).dbt_profiles_dir())
-    ours = build_dbt_assets(project, pool=None, dbt_vars={})
-
-    @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt")
-    def theirs(context, dbt: DbtCliResource):
-        yield from ()
-
-    assert ours.keys and ours.check_keys
-    assert ours.keys == theirs.keys and ours.check_keys == theirs.check_keys
-    assert {k: ours.asset_deps[k] for k in ours.keys} == {k: theirs.asset_deps[k] for k in theirs.keys}
-
-    code = ("import sys; from orchestration.definitions import defs; d = defs(); "
-            "print('networkx' in sys.modules, 'dbt.graph.selector' in sys.modules)")
-    imported = _code_location_in_a_child(home, warehouse_url, code)
-    assert imported == ["False", "False"], imported
