@@ -299,6 +299,11 @@ def ensure_tables(tx: Tx, contract: Contract) -> None:
     raw = _raw_ddl(tx, contract)
     raw_fingerprint = _fingerprint(raw)
     applied = _applied(tx, (RAW_SCHEMA, contract.name))
+    if applied.get("meta") != META_FINGERPRINTS[tx.dialect] or applied.get(raw_table(contract)) != raw_fingerprint:
+        # DDL is due: one transaction at a time applies it (two CREATE SCHEMA IF NOT EXISTS at once collide
+        # on Postgres), and whoever waited reads what the other committed before deciding again.
+        tx.lock("ddl")
+        applied = _applied(tx, (RAW_SCHEMA, contract.name))
     if applied.get("meta") != META_FINGERPRINTS[tx.dialect]:
         _apply_meta(tx)
     if applied.get(raw_table(contract)) != raw_fingerprint:

@@ -349,6 +349,9 @@ def load_partition(
             "version lists them")
 
     with warehouse.transaction() as tx:
+        # Loads of one boundary take turns (a nightly, a compensation and a replay can meet): each picks its
+        # winners against what the one before it committed, and reads the watermark it left.
+        tx.lock(f"load:{asset}")
         ensure_tables(tx, contract)
         wm_from = read_watermark(tx, asset, partition_key)
         bounds = extract_bounds(window, wm_from, lookback, full_refresh or not source.uses_watermark)

@@ -7,6 +7,7 @@ Arrow table (DuckDB scans it in place; Postgres takes it as CSV over COPY).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -181,6 +182,13 @@ class Tx:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cur.execute(self._sql(sql), tuple(params))
         return list(self._cur.fetchall())
+
+    def lock(self, name: str) -> None:
+        """Hold a lock named `name` until this transaction ends, waiting for whoever holds it (Postgres; a
+        DuckDB file has one writer at a time already)."""
+        if self.dialect == "postgres":
+            key = int.from_bytes(hashlib.sha256(f"meshline:{name}".encode()).digest()[:8], "big", signed=True)
+            self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.query(sql, params)
