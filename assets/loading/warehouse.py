@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -105,7 +106,8 @@ class Stage:
 
             import pyarrow.parquet as pq
 
-            self._path = self.tx.scratch_dir() / f"{self.name}-{uuid.uuid4().hex}.parquet"
+            # The writer's pid in the name: a later load removes what a killed one left (`Warehouse._sweep`).
+            self._path = self.tx.scratch_dir() / f"{self.name}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
             self._writer = pq.ParquetWriter(self._path, data.schema, compression="none", use_dictionary=False,
                                            write_statistics=False, data_page_size=1 << 20)  # cheapest to write
             self.tx.on_close(self._remove)
@@ -225,6 +227,16 @@ class Tx:
         self._cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _transient_connect_error(exc: Exception) -> bool:
     text = str(exc)
     if "duckdb" in type(exc).__module__:
@@ -287,10 +299,22 @@ class Warehouse:
         p = self.parsed.path
         return None if p is None else p.parent / f".{p.name}.scratch"
 
+    def _sweep(self) -> None:
+        """Remove staged-row files that a killed load left beside the DuckDB file (they hold raw values,
+        PII included): those whose writing process is gone."""
+        folder = self._scratch()
+        if folder is None or not folder.is_dir():
+            return
+        for path in folder.glob("*-*-*.parquet"):
+            pid = path.stem.split("-")[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+
     def _begin(self, conn: Any) -> Tx:
         """A transaction on `conn` (closed if beginning fails)."""
         try:
             if self.dialect == "duckdb":
+                self._sweep()  # this connection holds the file: no other process is loading into it
                 conn.execute("BEGIN TRANSACTION")
         except BaseException:
             conn.close()

@@ -207,3 +207,45 @@ def test_no_raw_email_in_dead_letters_or_logs(warehouse_url, sandbox, caplog):
         leaked = [e for e in emails if e in text]
         assert not leaked, f"raw e-mail addresses in {where}: {len(leaked)}"
         assert not [n for n in names if f'"{n}"' in text], f"raw names in {where}"
+
+
+def test_a_killed_load_leaves_no_staged_rows_behind_once_the_next_load_runs(sandbox, tmp_path):
+    """DuckDB: a load killed after its stage spilled to Parquet (raw values, PII included) leaves the file;
+    the next load into that warehouse removes it, and commits what a clean load commits."""
+    import subprocess
+    import sys
+
+    from assets.settings import PROJECT_ROOT
+
+    key = day_keys(sandbox.ground_truth())[0]
+    url, clean_url = f"duckdb:///{tmp_path / 'w.duckdb'}", f"duckdb:///{tmp_path / 'clean.duckdb'}"
+    code = (
+        "import sys, time\n"
+        "from assets.loading import Warehouse, load_partition\n"
+        "from assets.loading.warehouse import Stage\n"
+        "from assets.loading.watermark import daily_window\n"
+        "from assets.sources import SqlSource\n"
+        "from expectations import load_contract\n"
+        "Stage.MEMORY_ROWS = 5\n"
+        "def hang(tx):\n"
+        "    print('spilled', flush=True)\n"
+        "    time.sleep(120)\n"
+        "load_partition(Warehouse(sys.argv[1]), SqlSource(sys.argv[2], 'marketing_leads', 'marketing_automation'),"
+        " load_contract('marketing_leads'), partition_key=sys.argv[3], window=daily_window(sys.argv[3]),"
+        " run_id='killed', chunk_rows=7, before_commit=hang)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, sandbox.marketing_url, key], cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "spilled"
+    finally:
+        proc.kill()
+        proc.wait(30)
+    scratch = tmp_path / ".w.duckdb.scratch"
+    assert list(scratch.glob("*.parquet")), "the killed load had spilled its stage"
+
+    source = SqlSource(sandbox.marketing_url, "marketing_leads", "marketing_automation")
+    for target in (url, clean_url):
+        load_partition(Warehouse(target), source, load_contract("marketing_leads"), partition_key=key,
+                       window=daily_window(key), run_id="next", chunk_rows=7)
+    assert list(scratch.glob("*.parquet")) == []
+    assert snapshot(url, normalize=True) == snapshot(clean_url, normalize=True)
