@@ -38,7 +38,8 @@ LOCAL_DAGSTER_YAML = """\
 # sensors and backfills queue instead of failing on DuckDB's single-writer lock.
 storage:
   sqlite:
-    base_dir: {base}
+    base_dir:
+      env: DAGSTER_HOME  # this folder, wherever it is moved or copied
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
@@ -150,9 +151,11 @@ class Settings:
         return folder
 
     def ensure_local_dagster_home(self) -> Path:
-        """$MESHLINE_HOME/dagster with a dagster.yaml for the embedded default (kept if present)."""
+        """$MESHLINE_HOME/dagster with a dagster.yaml for the embedded default. A file of the user's own is
+        kept; one Meshline wrote earlier is brought up to date."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         cfg = self.dagster_home / "dagster.yaml"
-        if not cfg.exists():
-            cfg.write_text(LOCAL_DAGSTER_YAML.format(base=self.dagster_home, pool=WAREHOUSE_POOL))
+        text = LOCAL_DAGSTER_YAML.format(pool=WAREHOUSE_POOL)
+        if not cfg.exists() or (cfg.read_text().startswith(text.splitlines()[0]) and cfg.read_text() != text):
+            cfg.write_text(text)
         return self.dagster_home

@@ -101,12 +101,38 @@ def test_local_mode_puts_every_warehouse_writer_in_one_pool_of_size_1(home):
 
     conf = yaml.safe_load(cfg)
     assert conf["concurrency"]["pools"]["default_limit"] == 1
-    assert str(home) in conf["storage"]["sqlite"]["base_dir"]
     instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     try:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     finally:
         instance.dispose()
+
+
+def test_a_moved_home_keeps_its_runs_in_the_new_place(tmp_path, monkeypatch):
+    """The embedded default's dagster.yaml names no absolute folder: a home copied or moved elsewhere
+    writes its runs where it now is, never into the old place."""
+    import shutil
+
+    old = Settings(home=tmp_path / "old", warehouse_url=f"duckdb:///{tmp_path / 'w.duckdb'}")
+    old.ensure_local_dagster_home()
+    # one written by an earlier Meshline named its folder: brought up to date
+    cfg = old.dagster_home / "dagster.yaml"
+    cfg.write_text(cfg.read_text().replace("base_dir:\n      env: DAGSTER_HOME", f"base_dir: {old.dagster_home}"))
+    assert str(old.dagster_home) in cfg.read_text()
+    old.ensure_local_dagster_home()
+    assert str(old.dagster_home) not in cfg.read_text()
+    new_home = tmp_path / "new"
+    shutil.move(str(old.home), str(new_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(new_home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        @dg.asset
+        def one() -> int:
+            return 1
+
+        dg.materialize([one], instance=instance)
+        assert len(instance.get_runs()) == 1
+    assert not (tmp_path / "old").exists()
+    assert list((new_home / "dagster").rglob("*.db")), "the runs are stored under the new home"
 
 
 def test_settings_switch_on_the_warehouse_url(tmp_path):
