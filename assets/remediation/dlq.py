@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from assets.loading.ddl import META_SCHEMA, ensure_meta
-from assets.loading.warehouse import Warehouse
+from assets.loading.warehouse import Tx, Warehouse
 from assets.remediation.state import audit, ensure, now
 
 if TYPE_CHECKING:  # the loader brings pyarrow: imported by the replay's caller, not by `meshline dlq list`
@@ -122,10 +122,12 @@ class ReplayResult:
     rows_loaded: int = 0
 
 
-def replay(wh: Warehouse, f: Filters, load: Callable[[str, str, str], LoadResult], actor: str,
-           progress: Callable[[str], None] = print, run_id: str | None = None) -> ReplayResult:
-    """Replay the open dead letters `f` selects. `load(asset, partition_key, run_id)` is the compensating
-    reload of one asset partition (full refresh of its window), returning the loader's LoadResult."""
+def replay(wh: Warehouse, f: Filters, load: Callable[[str, str, str, Callable[[Tx], None]], LoadResult],
+           actor: str, progress: Callable[[str], None] = print, run_id: str | None = None) -> ReplayResult:
+    """Replay the open dead letters `f` selects. `load(asset, partition_key, run_id, before_commit)` is the
+    compensating reload of one asset partition (full refresh of its window), returning the loader's
+    LoadResult; `before_commit(tx)` runs inside its transaction, where the replay's audit row is written,
+    so a reload is never committed without it."""
     run_id = run_id or f"dlq-replay-{uuid.uuid4().hex[:12]}"
     out = ReplayResult(run_id=run_id)
     f = Filters(**{**f.__dict__, "status": "open"})
@@ -138,17 +140,22 @@ def replay(wh: Warehouse, f: Filters, load: Callable[[str, str, str], LoadResult
     out.partitions, out.selected = len(groups), sum(int(n) for _, _, n in groups)
     progress(f"replaying {out.selected} open dead letter(s) in {out.partitions} asset partition(s) (run {run_id})")
     for i, (asset, part, n) in enumerate(groups, start=1):
-        r = load(asset, part, run_id)
-        with wh.session() as s:
-            left = s.scalar(f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND partition_key = ?"
-                            " AND status = 'open'", (asset, part))
+        counts: dict[str, int] = {}
+
+        def audited(tx: Tx, asset: str = asset, part: str = part, n: int = int(n),
+                    counts: dict[str, int] = counts) -> None:
+            for name, status in (("resolved", "resolved"), ("still_open", "open")):
+                extra = " AND resolved_by_run = ?" if status == "resolved" else ""
+                counts[name] = int(tx.scalar(
+                    f"SELECT count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND partition_key = ?"
+                    f" AND status = ?{extra}", (asset, part, status, *([run_id] if extra else []))))
+            audit(tx, actor, "dlq.replay", f"{asset}/{part}", {"run_id": run_id, "selected": n, **counts})
+
+        r = load(asset, part, run_id, audited)
+        left = counts["still_open"]
         out.resolved += r.dead_letters_resolved
         out.rows_loaded += r.rows_loaded
-        out.still_open += int(left)
-        with wh.transaction() as tx:
-            audit(tx, actor, "dlq.replay", f"{asset}/{part}", {"run_id": run_id, "selected": int(n),
-                                                               "resolved": r.dead_letters_resolved,
-                                                               "still_open": int(left)})
+        out.still_open += left
         progress(f"  [{i}/{out.partitions}] {asset} {part}: {n} selected, {r.dead_letters_resolved} resolved, "
                  f"{left} still open, {r.rows_loaded} row(s) loaded")
     return out

@@ -17,9 +17,15 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from assets.settings import Settings
+
+if TYPE_CHECKING:  # the loader brings pyarrow: `meshline dlq list` does not import it
+    from assets.loading.loader import LoadResult
+    from assets.loading.warehouse import Tx
 
 
 def _actor() -> str:
@@ -44,7 +50,7 @@ def _make_filters(args, status: str | None = "open"):
                    older_than=parse_age(args.older_than) if args.older_than else None, status=status)
 
 
-def compensating_loader(settings: Settings):
+def compensating_loader(settings: Settings) -> Callable[[str, str, str, Callable[[Tx], None]], LoadResult]:
     """(asset, partition, run_id) → LoadResult: a full-refresh reload of one boundary partition, through
     the source meshline.yaml configures for it."""
     from assets.config import source_specs
@@ -58,7 +64,7 @@ def compensating_loader(settings: Settings):
     registry = Registry()
     wh = settings.warehouse(config)
 
-    def load(asset: str, partition: str, run_id: str):
+    def load(asset: str, partition: str, run_id: str, before_commit: Callable[[Tx], None]) -> LoadResult:
         b = config.boundaries.get(asset)
         if b is None:
             raise SystemExit(f"meshline dlq replay: no boundary {asset!r} in {config.path}")
@@ -66,7 +72,7 @@ def compensating_loader(settings: Settings):
         source = build_source(specs[asset], system=contract.source_system, table=contract.source_table)
         return load_partition(wh, source, contract, partition_key=partition, window=daily_window(partition),
                               run_id=run_id, lookback=timedelta(hours=b.lookback_hours),
-                              full_refresh=True)
+                              full_refresh=True, before_commit=before_commit)
 
     return load
 

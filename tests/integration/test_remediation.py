@@ -4,6 +4,7 @@ reconciliation passes, the incident closes with its time to resolve), and dead-l
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -252,3 +253,45 @@ def test_a_dead_letter_fixed_at_the_source_is_replayed_and_resolved(warehouse_ur
     assert dlq(["resolve", other, "--note", "accepted as lost"]) == 0
     assert dlq(["resolve", other, "--note", "again"]) == 1
     assert verify_audit_log(wh) == []
+
+
+def test_a_replay_that_dies_before_its_audit_row_leaves_nothing_resolved(warehouse_url, sandbox, tmp_path,
+                                                                         monkeypatch):
+    """The replay's audit row is written in the reload's own transaction: if the process dies before it
+    (here, the audit write fails), the reload is not committed either, so no dead letter is ever resolved
+    without its `dlq.replay` record."""
+    import assets.remediation.dlq as q
+    from orchestration.cli.ops import dlq
+
+    key = day_keys(sandbox.ground_truth())[0]
+    materialize_day(warehouse_url, sandbox, key)
+    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    wh = Warehouse(warehouse_url)
+    with wh.session() as s:
+        row_id = s.scalar("SELECT source_locator FROM meshline.dead_letters WHERE asset = 'marketing_leads' AND"
+                          " reason_code = 'invalid_format' AND partition_key = ? ORDER BY dead_letter_id", (key,))
+    assert row_id is not None
+    with duckdb.connect(str(sandbox.paths.marketing)) as con:
+        con.execute("UPDATE marketing_leads SET email = 'fixed.lead@example.com' WHERE row_id = ?", [int(row_id)])
+    before = snapshot(warehouse_url)
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the audit row")
+
+    monkeypatch.setattr(q, "audit", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        dlq(["replay", "--asset", "marketing_leads", "--partition", key])
+    assert snapshot(warehouse_url) == before
+    with wh.session() as s:
+        assert s.scalar("SELECT count(*) FROM meshline.dead_letters WHERE resolved_by_run LIKE ?", ("dlq-replay-%",)) == 0
+    monkeypatch.undo()
+    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    assert dlq(["replay", "--asset", "marketing_leads", "--partition", key]) == 0
+    with wh.session() as s:
+        resolved = s.scalar("SELECT count(*) FROM meshline.dead_letters WHERE resolved_by_run LIKE ?", ("dlq-replay-%",))
+        details = s.query("SELECT details FROM meshline.audit_log WHERE action = 'dlq.replay'")
+    assert resolved == 1 and len(details) == 1 and json.loads(details[0][0])["resolved"] == 1
