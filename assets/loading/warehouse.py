@@ -7,6 +7,7 @@ Arrow table (DuckDB scans it in place; Postgres takes it as CSV over COPY).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assets.loading.redaction import DEV_KEY
+from expectations.reasons import LoadError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -101,6 +103,12 @@ class Stage:
             self._spill(data)
 
     def _spill(self, data: pa.Table) -> None:
+        try:
+            self._write(data)
+        except OSError as exc:  # a full disk, say: name the file, not only the errno
+            raise LoadError(f"staging rows to {self._path} failed: {exc.strerror or exc}") from exc
+
+    def _write(self, data: pa.Table) -> None:
         if self._writer is None:
             import uuid
 
@@ -278,7 +286,8 @@ class Warehouse:
             except Exception as exc:
                 if not _transient_connect_error(exc) or attempt == self.connect_attempts - 1:
                     raise
-                time.sleep(random.uniform(0, min(10.0, 0.1 * 2 ** attempt)))
+                # exponential backoff, jittered by a tenth only: the budget an outage gets is predictable
+                time.sleep(min(10.0, 0.1 * 2 ** attempt) * random.uniform(0.9, 1.1))
         raise AssertionError("unreachable")
 
     def _connect_once(self) -> Any:
@@ -331,7 +340,9 @@ class Warehouse:
             try:
                 yield tx
             except BaseException:
-                conn.rollback()
+                # A connection that is gone cannot roll back: what broke it is the error to report.
+                with contextlib.suppress(Exception):
+                    conn.rollback()
                 raise
             else:
                 conn.commit()

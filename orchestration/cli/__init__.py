@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from expectations.reasons import MeshlineError
@@ -45,13 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     module, func = COMMANDS[cmd]
     run = getattr(importlib.import_module(f"orchestration.cli.{module}"), func)
     try:
-        return int(run(rest))
+        code = int(run(rest))
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
     except MeshlineError as exc:  # a configuration or contract error says all there is to say
         print(f"meshline {cmd}: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `meshline incidents | head`: the reader has what it wanted
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if not type(exc).__module__.lstrip("_").startswith(("duckdb", "psycopg2")):
+            raise  # a bug: the traceback is what helps
+        # the warehouse refused (unreachable, locked, read-only, not a database): one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"meshline {cmd}: the warehouse answered {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
