@@ -38,7 +38,7 @@ def synthetic_job(settings: Settings, retention_days: int) -> dg.JobDefinition:
     def _run(context: dg.OpExecutionContext) -> None:
         from assets.hygiene.synthetic import prune, run_synthetic
 
-        r = run_synthetic(settings, instance=context.instance, progress=context.log.info)
+        r = run_synthetic(settings, progress=context.log.info)
         pruned = prune(settings, instance=context.instance, days=retention_days)
         context.log.info(f"synthetic {r.run_id}: {len(r.scores) - len(r.missed)}/{len(r.scores)} modes detected, "
                          f"{r.false_positives} false positive(s); pruned {pruned}")

@@ -119,6 +119,7 @@ class _World:
 
     def close(self) -> None:
         self.api.stop()
+        self.instance.dispose()
 
     def resources(self) -> dict[str, Any]:
         from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
@@ -144,9 +145,10 @@ class _World:
                               run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
 
 
-def run_synthetic(settings: Settings, *, instance: dg.DagsterInstance | None = None,
-                  disabled: frozenset[str] = frozenset(), days: int = 5, seed: int = 17, keep: bool = False,
-                  progress: Callable[[str], None] = print) -> SyntheticResult:
+def run_synthetic(settings: Settings, *, disabled: frozenset[str] = frozenset(), days: int = 5, seed: int = 17,
+                  keep: bool = False, progress: Callable[[str], None] = print) -> SyntheticResult:
+    """One synthetic world, its runs recorded in a Dagster instance of its own (in memory), so the real
+    assets' history in the UI never shows a synthetic world's result."""
     import dagster as dg
 
     from assets.flows import lead_handoff, subscription_updates
@@ -154,7 +156,7 @@ def run_synthetic(settings: Settings, *, instance: dg.DagsterInstance | None = N
     from assets.remediation.compensation import plan_compensation
     from assets.remediation.state import now
 
-    instance = instance or dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.ephemeral()
     run_id = f"syn-{uuid.uuid4().hex[:10]}"
     started, t0 = now(), time.perf_counter()
     root = settings.home / "synthetic" / run_id
@@ -348,8 +350,8 @@ def _store(wh: Warehouse, r: SyntheticResult) -> None:
 
 def prune(settings: Settings, *, instance: dg.DagsterInstance | None = None, days: int = 90,
           at: datetime | None = None) -> dict[str, int]:
-    """Delete synthetic results older than `days` and the Dagster runs (with their event logs) of
-    synthetic runs created before then: open-source Dagster keeps them forever otherwise."""
+    """Delete synthetic results older than `days` and the Dagster runs (with their event logs) of the
+    synthetic job created before then: open-source Dagster keeps them forever otherwise."""
     import dagster as dg
 
     from assets.loading import Warehouse
@@ -371,7 +373,7 @@ def prune(settings: Settings, *, instance: dg.DagsterInstance | None = None, day
         from datetime import UTC
 
         old = [r for r in instance.get_run_records(filters=dg.RunsFilter(created_before=cutoff.replace(tzinfo=UTC)))
-               if SYNTHETIC_TAG in r.dagster_run.tags]
+               if r.dagster_run.tags.get("meshline/pass") == "synthetic"]
         for rec in old:
             instance.delete_run(rec.dagster_run.run_id)
         audit(tx, "synthetic", "synthetic.prune", "meshline.synthetic_runs",
