@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from expectations.contract import parse_yaml
+from expectations.contract import key_lines, parse_yaml
 from expectations.reasons import MeshlineError
 
 
@@ -105,20 +105,6 @@ class Config:
         return [b for b in self.boundaries.values() if b.flow == flow]
 
 
-def _lines(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
-    out: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, where: tuple[Any, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                out[where + (k.value,)] = k.start_mark.line + 1
-                walk(v, where + (k.value,))
-
-    if node is not None:
-        walk(node, ())
-    return out
-
-
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     """meshline.yaml, checked; `${VAR}` expanded from `env` (the settings' captured environment)."""
     env = dict(env or {})
@@ -127,7 +113,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     text = path.read_text()
     try:
         node, data = parse_yaml(text)
-        lines = _lines(node)
+        lines = key_lines(node, path, ConfigError)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
@@ -186,6 +172,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
                     raise fail(where + ("source", req), f"required for a {kind} source")
             if kind == "sql" and bool(src.get("table")) == bool(src.get("query")):
                 raise fail(where + ("source",), "a sql source needs either a table or a query (not both)")
+            _check_values(b, src, where, fail)
             if name in boundaries:
                 raise fail(where, f"boundary {name!r} is declared twice")
             boundaries[name] = Boundary(flow=flow, name=name, contract=b.get("contract", name),
@@ -195,6 +182,38 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     config = Config(path=path, boundaries=boundaries, operations=operations)
     _check_contracts(config, fail)
     return config
+
+
+# (low, high) of each number a boundary or its source may hold: a value outside fails later, or never
+RANGES: dict[str, tuple[float, float]] = {
+    "lookback_hours": (0, 24 * 31), "volume_tolerance": (0.01, 100), "page_size": (1, 10_000),
+    "rate_per_s": (0.01, 10_000), "burst": (1, 10_000), "max_retries": (0, 20), "timeout_s": (0.1, 600),
+}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_values(b: dict[str, Any], src: dict[str, Any], where: tuple[Any, ...],
+                  fail: Callable[..., ConfigError]) -> None:
+    """Values a boundary's keys may hold, refused here rather than when a load runs."""
+    for key, value in [*((k, b[k]) for k in ("lookback_hours", "volume_tolerance") if k in b),
+                       *((k, src[k]) for k in RANGES if k in src)]:
+        lo, hi = RANGES[key]
+        at = where + (key,) if key in b else where + ("source", key)
+        if not lo <= value <= hi:  # NaN fails too
+            raise fail(at, f"expected {lo:g} to {hi:g}, got {value!r}")
+    if src.get("kind") == "http" and src.get("pagination", "cursor") not in ("cursor", "page"):
+        raise fail(where + ("source", "pagination"), f"expected cursor or page, got {src['pagination']!r}")
+    table = src.get("table") if src.get("kind") == "sql" else None
+    if table and not all(_IDENT.fullmatch(part) for part in table.split(".")):
+        raise fail(where + ("source", "table"), f"expected a table name or schema.table, got {src['table']!r}")
+    if src.get("kind") == "files" and "pattern" in src:
+        pattern = src["pattern"]
+        if "/" in pattern or "\\" in pattern or pattern.startswith(".."):
+            raise fail(where + ("source", "pattern"), f"a file name pattern inside the folder, got {pattern!r}")
+    for key in ("cursor_param", "page_param", "since_param", "until_param", "limit_param", "records_key",
+                "next_key", "token_env"):
+        if key in src and not _IDENT.fullmatch(src[key]):
+            raise fail(where + ("source", key), f"expected a plain name, got {src[key]!r}")
 
 
 def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable[..., ConfigError]) -> Operations:

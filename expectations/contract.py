@@ -165,13 +165,20 @@ def parse_yaml(text: str) -> tuple[yaml.Node | None, object]:
     parse. Contracts and the configuration are read by every process that loads the definitions."""
     loader = _LOADER(text)
     try:
+        # An alias repeats a node by reference; nested, a few hundred bytes expand to gigabytes when the
+        # document is built. Neither contracts nor the configuration need one.
+        for token in yaml.scan(text, Loader=_LOADER) if "&" in text or "*" in text else ():
+            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+                raise yaml.YAMLError(f"line {token.start_mark.line + 1}: anchors and aliases (&, *) are not "
+                                     "supported")
         node = loader.get_single_node()
         return node, None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _index_lines(node: yaml.Node | None, path: Path | str) -> dict[tuple[Any, ...], int]:
+def key_lines(node: yaml.Node | None, path: Path | str,
+                 error: type[Exception] = ContractError) -> dict[tuple[Any, ...], int]:
     """Line of every mapping key and sequence item; a key given twice in one mapping is an error (PyYAML
     would silently keep the last one)."""
     lines: dict[tuple[Any, ...], int] = {}
@@ -183,7 +190,7 @@ def _index_lines(node: yaml.Node | None, path: Path | str) -> dict[tuple[Any, ..
                 here = where + (k.value,)
                 if k.value in seen:
                     dotted = ".".join(str(x) for x in here)
-                    raise ContractError(f"{path}:{k.start_mark.line + 1}: {dotted}: duplicated key "
+                    raise error(f"{path}:{k.start_mark.line + 1}: {dotted}: duplicated key "
                                         f"(first at line {seen[k.value]})")
                 seen[k.value] = k.start_mark.line + 1
                 lines[here] = k.start_mark.line + 1
@@ -312,7 +319,7 @@ def parse_contract_file(path: Path) -> Contract:
     text = path.read_text()
     try:
         node, data = parse_yaml(text)
-        lines = _index_lines(node, path)
+        lines = key_lines(node, path)
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: not valid YAML: {exc}") from exc
     _LINES = lines

@@ -51,6 +51,13 @@ def test_the_project_config_loads():
     (("table: crm.leads_export", "tabel: crm.leads_export"), r":12: .*source.tabel: unknown key"),
     (("table: crm.leads_export", "table: crm.leads_export\n          query: SELECT 1"),
      r":9: .*crm_leads.source: a sql source needs either a table or a query"),
+    # values that would fail later, or never: refused at load
+    (("lookback_hours: 3", "lookback_hours: 1.0e+300"), r":6: .*lookback_hours: expected 0 to 744, got 1e\+300"),
+    (("lookback_hours: 3", "lookback_hours: .nan"), r":6: .*lookback_hours: expected 0 to 744, got nan"),
+    (("lookback_hours: 3", "volume_tolerance: -0.5"), r":6: .*volume_tolerance: expected 0.01 to 100, got -0.5"),
+    (("table: crm.leads_export", 'table: "crm.leads; DROP TABLE x"'), r":12: .*source.table: expected a table name"),
+    (("flows:\n", "flows: {}\nflows:\n"), r":3: flows: duplicated key \(first at line 2\)"),
+    (("version: 1\n", "version: 1\nx: &a [1, 2]\n"), r"not valid YAML: line 2: anchors and aliases"),
 ])
 def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
     path = tmp_path / "meshline.yaml"
@@ -59,6 +66,22 @@ def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, mess
     with pytest.raises(ConfigError, match=message) as exc:
         load_config(path, env={"TEST_MKT_URL": "duckdb:///x", "TEST_CRM_URL": "duckdb:///y"})
     assert str(exc.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("source, message", [
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, pagination: cursr}', r"pagination: expected cursor or page"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, page_size: 0}', r"page_size: expected 1 to 10000, got 0"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, max_retries: -1}', r"max_retries: expected 0 to 20"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, timeout_s: 0}', r"timeout_s: expected 0.1 to 600"),
+    ('{kind: files, folder: /tmp/landing, pattern: "../secret/*.jsonl"}', r"pattern: a file name pattern inside"),
+    ('{kind: files, folder: /tmp/landing, pattern: "sub/*.jsonl"}', r"pattern: a file name pattern inside"),
+])
+def test_source_values_that_would_fail_later_are_refused_at_load(tmp_path, source, message):
+    path = tmp_path / "meshline.yaml"
+    path.write_text(GOOD.replace('source: {kind: sql, url: "${TEST_MKT_URL}", table: marketing_leads}',
+                                 f"source: {source}"))
+    with pytest.raises(ConfigError, match=r":7: flows.lead_handoff.boundaries.marketing_leads.source." + message):
+        load_config(path, env={"TEST_CRM_URL": "duckdb:///y"})
 
 
 def test_a_missing_environment_variable_is_named(tmp_path):
