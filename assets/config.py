@@ -54,7 +54,7 @@ OPERATION_KEYS: dict[str, dict[str, Any]] = {
     "warehouse": {"duckdb_memory_limit": str, "connect_attempts": int},
     "alerts": {"format": str},
     "remediation": {"compensation": bool, "sensor_interval_s": int},
-    "retention": {"synthetic_days": int, "audit_days": int},
+    "retention": {"synthetic_days": int, "audit_days": int, "operational_days": int},
 }
 AUDIT_RETENTION_DAYS = (90, 365)  # the range the audit log's retention may be set in
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
@@ -89,6 +89,7 @@ class Operations:
     sensor_interval_s: int = 30
     synthetic_retention_days: int = 90
     audit_retention_days: int = 365
+    operational_retention_days: int = 90  # check results, load log, alerts, resolved records, hygiene runs
 
 
 @dataclass(frozen=True)
@@ -243,13 +244,17 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
     synthetic = blocks["retention"].get("synthetic_days", Operations.synthetic_retention_days)
     if synthetic < 1:
         raise fail(("retention", "synthetic_days"), f"expected at least 1 day, got {synthetic}")
+    operational = blocks["retention"].get("operational_days", Operations.operational_retention_days)
+    if operational < 7:
+        raise fail(("retention", "operational_days"), f"expected at least 7 days, got {operational}")
     audit = blocks["retention"].get("audit_days", Operations.audit_retention_days)
     lo, hi = AUDIT_RETENTION_DAYS
     if not lo <= audit <= hi:
         raise fail(("retention", "audit_days"), f"expected {lo} to {hi} days, got {audit}")
     return Operations(start_date=start, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
                       compensation=blocks["remediation"].get("compensation", True), sensor_interval_s=interval,
-                      synthetic_retention_days=synthetic, audit_retention_days=audit)
+                      synthetic_retention_days=synthetic, audit_retention_days=audit,
+                      operational_retention_days=operational)
 
 
 def _check_contracts(config: Config, fail: Callable[..., ConfigError]) -> None:

@@ -10,9 +10,9 @@ from assets.dbt import build_dbt_assets, dbt_project
 from assets.flows import lead_handoff, quote_to_cash, subscription_updates
 from assets.settings import DBT_PROJECT_DIR, Settings
 from expectations.registry import Registry
-from orchestration.jobs import DBT_JOB, dbt_job, flow_job, flow_job_name, synthetic_job
+from orchestration.jobs import DBT_JOB, dbt_job, flow_job, flow_job_name, retention_job, synthetic_job
 from orchestration.resources import build_resources
-from orchestration.schedules import nightly_hygiene, nightly_synthetic
+from orchestration.schedules import nightly_hygiene, nightly_retention, nightly_synthetic
 from orchestration.sensors import build_sensors
 
 FLOWS = {m.FLOW: m for m in (lead_handoff, quote_to_cash, subscription_updates)}
@@ -49,6 +49,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     flow_jobs = [flow_job(flow) for flow in FLOWS]
     build_job = dbt_job(dbt_defs)
     syn_job = synthetic_job(settings, ops.synthetic_retention_days)
+    prune_job = retention_job(settings, ops.operational_retention_days)
     lookbacks = {flow: max((b.lookback_hours for b in config.flow_boundaries(flow)), default=6.0) for flow in FLOWS}
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
@@ -58,9 +59,10 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*assets, dbt_defs],
         asset_checks=checks,
-        jobs=[*flow_jobs, build_job, syn_job],
+        jobs=[*flow_jobs, build_job, syn_job, prune_job],
         schedules=[nightly_hygiene(flow_assets, lookbacks, list(dbt_defs.keys)),
-                   nightly_synthetic(syn_job, ops.synthetic_retention_days)],
+                   nightly_synthetic(syn_job, ops.synthetic_retention_days),
+                   nightly_retention(prune_job, ops.operational_retention_days)],
         sensors=[run_failure_alert, *sensors],
         resources=build_resources(settings, config, project),
     )

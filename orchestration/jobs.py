@@ -52,3 +52,20 @@ def synthetic_job(settings: Settings, retention_days: int) -> dg.JobDefinition:
         _run()
 
     return _job
+
+
+def retention_job(settings: Settings, days: int) -> dg.JobDefinition:
+    @dg.op(name="prune_operational_records", description="Retention: operational records and the hygiene and "
+           "compensation runs older than meshline.yaml's retention.operational_days (the audit log is kept).")
+    def _prune(context: dg.OpExecutionContext) -> None:
+        from assets.remediation.retention import prune_operational
+
+        pruned = prune_operational(settings.warehouse(), context.instance, days)
+        context.log.info(f"pruned past {days} days: {pruned}")
+
+    @dg.job(name="retention_job", tags={"meshline/pass": "retention"},
+            description="Prune what grows with every run (meshline.yaml retention.operational_days).")
+    def _job() -> None:
+        _prune()
+
+    return _job

@@ -53,3 +53,10 @@ def nightly_synthetic(job: dg.JobDefinition, retention_days: int) -> dg.Schedule
     return dg.ScheduleDefinition(name="nightly_synthetic", job=job, cron_schedule="0 3 * * *", execution_timezone="UTC",
                                  default_status=dg.DefaultScheduleStatus.RUNNING,
                                  description=f"A synthetic end-to-end run every night at 03:00 UTC, {retention_days} days kept.")
+
+
+def nightly_retention(job: dg.JobDefinition, days: int) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(name="nightly_retention", job=job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+                                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                                 description=f"Operational records and hygiene runs older than {days} days pruned, "
+                                             "every night at 02:00 UTC.")

@@ -35,7 +35,8 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
         "staging", "marts"}
     for sched in defs.schedules:
         assert defs.resolve_schedule_def(sched.name).job_name in jobs
-    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "nightly_synthetic"}
+    assert {s.name for s in defs.schedules} == {"nightly_hygiene", "nightly_synthetic", "nightly_retention"}
+    assert defs.resolve_schedule_def("nightly_retention").job_name == "retention_job"
     assert defs.resolve_schedule_def("nightly_synthetic").job_name == "synthetic_job"
     # nightly_hygiene: every flow's yesterday and the day its 6 h lookback reaches into, then dbt
     from datetime import UTC, datetime
