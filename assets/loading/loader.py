@@ -252,6 +252,17 @@ def _insert_new(tx: Tx, table: str, key: str, rows: pa.Table) -> None:
     tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _ml_new ON CONFLICT ({key}) DO NOTHING")
 
 
+def _supersede(tx: Tx, asset: str, letters: pa.Table, run_id: str, at: datetime) -> None:
+    """An open dead letter of a record that this load dead-letters again under another id (a contract
+    change gave it other reasons) is resolved as superseded: one record, one open dead letter."""
+    _temp(tx, "_ml_dl_new", "dead_letter_id TEXT, locator TEXT")
+    tx.insert_arrow("_ml_dl_new", letters.select(["dead_letter_id", "locator"]))
+    tx.execute(f"UPDATE {META_SCHEMA}.dead_letters SET status = 'resolved', resolved_at = ?, resolved_by_run = ?,"
+               " resolution = 'superseded' WHERE asset = ? AND status = 'open' AND locator IN"
+               " (SELECT locator FROM _ml_dl_new) AND dead_letter_id NOT IN (SELECT dead_letter_id FROM _ml_dl_new)",
+               (at, run_id, asset))
+
+
 def _resolve_replayed(tx: Tx, contract: Contract, run_id: str, at: datetime) -> int:
     """Open dead letters of this asset whose record (same source locator) this load read and found valid
     are resolved, naming the run: the record was fixed at the source and is now loaded (or superseded
@@ -428,8 +439,9 @@ def load_partition(
         if contract.locator and contract.locator in contract.column_names:
             result.dead_letters_resolved = _resolve_replayed(tx, contract, run_id, started)
         if dead_letters:
-            _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id",
-                        pa.concat_tables(dead_letters, promote_options="default"))
+            letters = pa.concat_tables(dead_letters, promote_options="default")
+            _supersede(tx, asset, letters, run_id, started)
+            _insert_new(tx, f"{META_SCHEMA}.dead_letters", "dead_letter_id", letters)
         if holds:
             _insert_new(tx, f"{META_SCHEMA}.held_rows", "hold_id", pa.concat_tables(holds))
             max_token = None  # held rows must be read again: the watermark stays where it was

@@ -249,3 +249,28 @@ def test_a_killed_load_leaves_no_staged_rows_behind_once_the_next_load_runs(sand
                        window=daily_window(key), run_id="next", chunk_rows=7)
     assert list(scratch.glob("*.parquet")) == []
     assert snapshot(url, normalize=True) == snapshot(clean_url, normalize=True)
+
+
+def test_a_record_dead_lettered_again_under_a_changed_contract_has_one_open_dead_letter(warehouse_url, tmp_path):
+    """The lookback re-reads a bad row after its contract changed: it is dead-lettered with its new
+    reasons, and the dead letter with the old ones is resolved as superseded, not left open beside it."""
+    import dataclasses
+
+    src_path = tmp_path / "mkt.duckdb"
+    day = datetime(2026, 3, 10)
+    _write_source(src_path, [{"row_id": 1, "lead_id": 1, "email": "not-an-email", "company": None, "mql_at": day,
+                              "updated_at": day + timedelta(hours=1)},
+                             {"row_id": 2, "lead_id": 2, "email": "ok@example.com", "company": "acme", "mql_at": day,
+                              "updated_at": day + timedelta(hours=2)}])
+    v1 = load_contract("marketing_leads")
+    v2 = dataclasses.replace(v1, version="1.1.0", columns=tuple(
+        dataclasses.replace(c, required=True) if c.name == "company" else c for c in v1.columns))
+    source = SqlSource(f"duckdb:///{src_path}", "marketing_leads", "marketing_automation")
+    wh = Warehouse(warehouse_url)
+    for contract, run in ((v1, "r1"), (v2, "r2"), (v2, "r3")):
+        load_partition(wh, source, contract, partition_key="2026-03-10", window=daily_window("2026-03-10"),
+                       run_id=run, lookback=timedelta(hours=24))
+    with wh.session() as s:
+        rows = s.query("SELECT status, resolution, reasons FROM meshline.dead_letters ORDER BY first_seen_at")
+    assert [(status, resolution) for status, resolution, _ in rows] == [("resolved", "superseded"), ("open", None)]
+    assert "missing_required" not in rows[0][2] and "missing_required" in rows[1][2]
