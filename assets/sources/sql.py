@@ -68,8 +68,11 @@ class SqlSource(Source):
         return f"SqlSource({self.system}.{self.table}, {self.dialect})"
 
     def _where(self, token: str, low_inclusive: bool) -> str:
+        """The window on the change token; rows with no token belong to no window, so every load reads them
+        and the contract dead-letters them (the token is required) instead of never seeing them."""
         op = ">=" if low_inclusive else ">"
-        return f"{ident(token)} {op} ? AND {ident(token)} < ?"
+        tok = ident(token)
+        return f"(({tok} {op} ? AND {tok} < ?) OR {tok} IS NULL)"
 
     def columns(self) -> list[str]:
         """The table's columns. Preflight: `SourceUnreachable` when the database cannot be reached,

@@ -274,3 +274,24 @@ def test_a_record_dead_lettered_again_under_a_changed_contract_has_one_open_dead
         rows = s.query("SELECT status, resolution, reasons FROM meshline.dead_letters ORDER BY first_seen_at")
     assert [(status, resolution) for status, resolution, _ in rows] == [("resolved", "superseded"), ("open", None)]
     assert "missing_required" not in rows[0][2] and "missing_required" in rows[1][2]
+
+
+def test_a_row_without_a_change_token_is_dead_lettered_not_lost(warehouse_url, tmp_path):
+    """A source row whose change token is NULL falls in no partition's window: every load reads it, the
+    contract (the token is required) dead-letters it once, and conservation holds on every load."""
+    src_path = tmp_path / "mkt.duckdb"
+    day = datetime(2026, 3, 10)
+    _write_source(src_path, [{"row_id": 1, "lead_id": 1, "email": "a@example.com", "company": "acme", "mql_at": day,
+                              "updated_at": day + timedelta(hours=1)},
+                             {"row_id": 2, "lead_id": 2, "email": "b@example.com", "company": "acme", "mql_at": day,
+                              "updated_at": None}])
+    source = SqlSource(f"duckdb:///{src_path}", "marketing_leads", "marketing_automation")
+    wh = Warehouse(warehouse_url)
+    for run in ("r1", "r2"):
+        r = load_partition(wh, source, load_contract("marketing_leads"), partition_key="2026-03-10",
+                           window=daily_window("2026-03-10"), run_id=run, lookback=timedelta(hours=24))
+        assert r.rows_read == 2 and r.conserved and r.rows_dead_lettered == 1
+        assert r.watermark_to == day + timedelta(hours=1)
+    with wh.session() as s:
+        letters = s.query("SELECT record_key, reason_code, status FROM meshline.dead_letters")
+    assert letters == [("2", "missing_required", "open")]
