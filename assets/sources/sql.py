@@ -16,7 +16,7 @@ from assets.sources.base import Source
 from expectations.reasons import SourceError, SourceUnreachable
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
@@ -177,6 +177,9 @@ class SqlSource(Source):
                 )
                 yield from _rebatch(iter(reader), chunk_rows)
         except pa.ArrowInvalid as exc:
+            thread.join()  # a COPY cut short leaves a ragged last line: its own error is the cause
+            if errors:
+                raise self._copy_error(errors[0]) from errors[0]
             if "Empty CSV file" not in str(exc):
                 raise SourceError(f"reading {self.system}.{self.table}: {exc}") from exc
         finally:
@@ -184,7 +187,17 @@ class SqlSource(Source):
             cur.close()
             conn.close()
         if errors:
-            raise SourceError(f"COPY from {self.system}.{self.table} failed: {errors[0]}") from errors[0]
+            raise self._copy_error(errors[0]) from errors[0]
+
+    def _copy_error(self, exc: BaseException) -> SourceError:
+        """A connection lost mid-extract is transient (the asset's retry policy tries again); any other
+        failure of the COPY is not."""
+        import psycopg2
+
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            return SourceUnreachable(f"the connection to {self.system}.{self.table} was lost mid-extract: "
+                                     f"{_first_line(exc)}")
+        return SourceError(f"COPY from {self.system}.{self.table} failed: {_first_line(exc)}")
 
     def _extract_sqlalchemy(self, sql: str, params: tuple[Any, ...], chunk_rows: int) -> Iterator[pa.Table]:
         import sqlalchemy as sa
