@@ -4,7 +4,8 @@
     MESHLINE_WAREHOUSE_URL     duckdb:///PATH (default: $MESHLINE_HOME/warehouse.duckdb) or
                                postgresql+psycopg2://USER[:PASSWORD]@HOST:PORT/DB
     MESHLINE_CONFIG            flows, boundaries, sources and operations (default ./meshline.yaml)
-    MESHLINE_REDACTION_KEY     HMAC key for redacted PII (a development key when unset)
+    MESHLINE_REDACTION_KEY     HMAC key for redacted PII: required, 16 characters or more, with a Postgres
+                               warehouse; the embedded default falls back to a development key
     MESHLINE_ALERT_WEBHOOK_URL where pages are posted (unset: pages go to the log)
 
 `Settings.from_env()` runs when the definitions are built and when a CLI command starts, never at import
@@ -31,6 +32,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_CONFIG = PROJECT_ROOT / "meshline.yaml"
 WAREHOUSE_POOL = "meshline_warehouse"
+MIN_REDACTION_KEY = 16
 
 LOCAL_DAGSTER_YAML = """\
 # Written by Meshline for the embedded default. Storage is SQLite under this folder.
@@ -113,11 +115,19 @@ class Settings:
 
         return load_config(self.config_path, self.env)
 
+    def check_redaction_key(self) -> None:
+        """A Postgres warehouse holds a team's real records: what stands in for their PII is keyed by a
+        secret of the team's own, never the development key anyone can read in this repository."""
+        if not self.local and len(self.redaction_key or "") < MIN_REDACTION_KEY:
+            raise ValueError(f"MESHLINE_REDACTION_KEY: a Postgres warehouse needs a redaction key of at least "
+                             f"{MIN_REDACTION_KEY} characters (a random secret of your own)")
+
     def warehouse(self, config: Config | None = None) -> Warehouse:
         """The warehouse, with meshline.yaml's `warehouse:` options and the redaction key."""
         from assets.loading.redaction import DEV_KEY
         from assets.loading.warehouse import Warehouse
 
+        self.check_redaction_key()
         opts = (config or self.config()).warehouse
         return Warehouse(self.warehouse_url, duckdb_memory_limit=opts.duckdb_memory_limit,
                          connect_attempts=opts.connect_attempts,

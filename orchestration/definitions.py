@@ -27,6 +27,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
 
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
+    settings.check_redaction_key()
     config = settings.config()
     ops = config.operations
     partitions = dg.DailyPartitionsDefinition(start_date=ops.start_date, end_offset=0)

@@ -36,6 +36,16 @@ def _dsn_part(key: str, default: str) -> str:
     return default
 
 
+TEST_REDACTION_KEY = "test-redaction-key-of-32-chars!!"
+
+
+@pytest.fixture(autouse=True)
+def _redaction_key(monkeypatch):
+    """Every test runs as a deployment does: with a redaction key of its own in the environment (a
+    Postgres warehouse refuses to start without one)."""
+    monkeypatch.setenv("MESHLINE_REDACTION_KEY", TEST_REDACTION_KEY)
+
+
 @pytest.fixture(scope="session")
 def pg_available() -> bool:
     why = _pg_reachable()

@@ -7,6 +7,7 @@ import dagster as dg
 from assets.flows import lead_handoff
 from assets.loading.warehouse import Warehouse
 from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
+from tests.conftest import TEST_REDACTION_KEY
 
 RUN_DEPENDENT = {"_run_id", "_loaded_at", "run_id", "first_seen_at", "loaded_at"}
 TABLES = {
@@ -48,7 +49,7 @@ def lead_handoff_defs(url: str, sandbox, start: str = "2026-01-01"):
     partitions = dg.DailyPartitionsDefinition(start_date=start)
     assets, checks = lead_handoff.build(partitions, pool=None)
     resources = {
-        "warehouse": WarehouseResource(url=url),
+        "warehouse": WarehouseResource(url=url, redaction_key=TEST_REDACTION_KEY),  # as the CLI reads it
         "sources": SourcesResource(boundaries={
             "marketing_leads": {"kind": "sql", "url": sandbox.marketing_url, "table": "marketing_leads"},
             "crm_leads": {"kind": "sql", "url": sandbox.crm_url, "table": "crm_leads"}}),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from assets.loading.warehouse import Warehouse
 from assets.settings import Settings
 
 PII_NAME = re.compile(r"(^|_)(email|e_mail|phone|first_name|last_name|full_name|ssn|address)($|_)")
@@ -37,7 +38,8 @@ class Context:
         reg = Registry()
         self.contracts = {b.name: reg.get(b.contract, b.contract_version) for b in self.config.boundaries.values()}
         self.flows = sorted({b.flow for b in self.config.boundaries.values()})
-        self.wh = settings.warehouse(self.config)
+        # not settings.warehouse(): the audit reads, and reports a missing redaction key as item 12
+        self.wh = Warehouse(settings.warehouse_url)
 
     def exists(self, schema: str, table: str) -> bool:
         return self.wh.table_exists(schema, table)

@@ -13,7 +13,7 @@ import pytest
 from assets.loading import Warehouse
 from assets.settings import Settings
 from orchestration.cli.demo import run_demo
-from tests.conftest import SIM_END
+from tests.conftest import SIM_END, TEST_REDACTION_KEY
 from tests.helpers import snapshot
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ DAYS = 3
 @pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, capsys):
     url = (f"duckdb:///{home / 'warehouse.duckdb'}" if backend == "duckdb" else request.getfixturevalue("pg_url"))
-    settings = Settings(home=home, warehouse_url=url)
+    settings = Settings(home=home, warehouse_url=url, redaction_key=TEST_REDACTION_KEY)
     summary = run_demo(settings, days=DAYS, leads_per_day=60, seed=5, end=SIM_END)
     out = capsys.readouterr().out
     truth = summary["truth"]

@@ -10,6 +10,7 @@ import pytest
 from assets.config import ConfigError, load_config
 from assets.loading import Warehouse
 from assets.settings import PROJECT_ROOT, Settings
+from tests.conftest import TEST_REDACTION_KEY
 from tests.helpers import day_keys
 
 GOOD = """\
@@ -110,7 +111,7 @@ def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(ho
     from orchestration.definitions import build_defs
 
     wh_url = f"duckdb:///{home / 'warehouse.duckdb'}"
-    defs = build_defs(Settings(home=home, warehouse_url=wh_url, config_path=config))
+    defs = build_defs(Settings(home=home, warehouse_url=wh_url, config_path=config, redaction_key=TEST_REDACTION_KEY))
     key = day_keys(sandbox.ground_truth())[1]
     res = defs.resolve_job_def("lead_handoff_job").execute_in_process(
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
@@ -129,7 +130,7 @@ def test_a_boundary_pointed_by_config_at_a_database_the_test_creates_loads_it(ho
     config.write_text(GOOD.replace("table: crm.leads_export",
                                    "query: SELECT * FROM crm.leads_export WHERE status <> 'working'"))
     wh_url2 = f"duckdb:///{home / 'warehouse2.duckdb'}"
-    defs = build_defs(Settings(home=home, warehouse_url=wh_url2, config_path=config))
+    defs = build_defs(Settings(home=home, warehouse_url=wh_url2, config_path=config, redaction_key=TEST_REDACTION_KEY))
     res = defs.resolve_job_def("lead_handoff_job").execute_in_process(
         partition_key=key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     md2 = {ev.asset_key.path[-1]: {k: v.value for k, v in ev.materialization.metadata.items()}

@@ -7,11 +7,12 @@ import pytest
 import yaml
 
 from assets.settings import WAREHOUSE_POOL, Settings
+from tests.conftest import TEST_REDACTION_KEY
 
 
 @pytest.fixture
 def settings(home, warehouse_url) -> Settings:
-    return Settings(home=home, warehouse_url=warehouse_url)
+    return Settings(home=home, warehouse_url=warehouse_url, redaction_key=TEST_REDACTION_KEY)
 
 
 def test_every_job_schedule_sensor_and_check_resolves(settings):
@@ -134,6 +135,21 @@ def test_a_moved_home_keeps_its_runs_in_the_new_place(tmp_path, monkeypatch):
         assert len(instance.get_runs()) == 1
     assert not (tmp_path / "old").exists()
     assert list((new_home / "dagster").rglob("*.db")), "the runs are stored under the new home"
+
+
+@pytest.mark.parametrize("key", [None, "", "k", "fifteen-chars!!"])
+def test_a_postgres_warehouse_refuses_to_start_without_a_real_redaction_key(tmp_path, key):
+    """Outside the embedded default the development key (public in this repository) would let anyone
+    reverse redacted e-mails with a dictionary: the definitions and every writer refuse to start."""
+    from orchestration.definitions import build_defs
+
+    settings = Settings(home=tmp_path, warehouse_url="postgresql+psycopg2://u@127.0.0.1:9/wh", redaction_key=key)
+    with pytest.raises(ValueError, match="MESHLINE_REDACTION_KEY: a Postgres warehouse needs a redaction key"):
+        build_defs(settings)
+    with pytest.raises(ValueError, match="MESHLINE_REDACTION_KEY"):
+        settings.warehouse()
+    local = Settings(home=tmp_path, warehouse_url=f"duckdb:///{tmp_path / 'w.duckdb'}", redaction_key=key)
+    local.check_redaction_key()  # the embedded default may use the development key
 
 
 def test_settings_switch_on_the_warehouse_url(tmp_path):

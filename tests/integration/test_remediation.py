@@ -280,16 +280,14 @@ def test_a_replay_that_dies_before_its_audit_row_leaves_nothing_resolved(warehou
     def dies(*args, **kwargs):
         raise RuntimeError("killed before the audit row")
 
+    real_audit = q.audit
     monkeypatch.setattr(q, "audit", dies)
     with pytest.raises(RuntimeError, match="killed"):
         dlq(["replay", "--asset", "marketing_leads", "--partition", key])
     assert snapshot(warehouse_url) == before
     with wh.session() as s:
         assert s.scalar("SELECT count(*) FROM meshline.dead_letters WHERE resolved_by_run LIKE ?", ("dlq-replay-%",)) == 0
-    monkeypatch.undo()
-    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
-    monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
-    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(q, "audit", real_audit)
     assert dlq(["replay", "--asset", "marketing_leads", "--partition", key]) == 0
     with wh.session() as s:
         resolved = s.scalar("SELECT count(*) FROM meshline.dead_letters WHERE resolved_by_run LIKE ?", ("dlq-replay-%",))
