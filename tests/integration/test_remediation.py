@@ -202,17 +202,21 @@ flows:
     return str(path)
 
 
-def test_a_dead_letter_fixed_at_the_source_is_replayed_and_resolved(warehouse_url, sandbox, tmp_path, monkeypatch,
-                                                                       capsys):
-    from orchestration.cli.ops import dlq
-
-    truth = sandbox.ground_truth()
-    for key in day_keys(truth):
+def _loaded_for_the_cli(warehouse_url, sandbox, tmp_path, monkeypatch, keys) -> Warehouse:
+    """The days `keys` loaded through Dagster, and the environment `meshline dlq` reads pointed at them."""
+    for key in keys:
         materialize_day(warehouse_url, sandbox, key)
     monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
     monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
-    wh = Warehouse(warehouse_url)
+    return Warehouse(warehouse_url)
+
+
+def test_a_dead_letter_fixed_at_the_source_is_replayed_and_resolved(warehouse_url, sandbox, tmp_path, monkeypatch,
+                                                                       capsys):
+    from orchestration.cli.ops import dlq
+
+    wh = _loaded_for_the_cli(warehouse_url, sandbox, tmp_path, monkeypatch, day_keys(sandbox.ground_truth()))
     with wh.session() as s:
         bad = s.query("SELECT dead_letter_id, source_locator, partition_key FROM meshline.dead_letters WHERE"
                       " asset = 'marketing_leads' AND reason_code = 'invalid_format' ORDER BY dead_letter_id")
@@ -264,11 +268,7 @@ def test_a_replay_that_dies_before_its_audit_row_leaves_nothing_resolved(warehou
     from orchestration.cli.ops import dlq
 
     key = day_keys(sandbox.ground_truth())[0]
-    materialize_day(warehouse_url, sandbox, key)
-    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
-    monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
-    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
-    wh = Warehouse(warehouse_url)
+    wh = _loaded_for_the_cli(warehouse_url, sandbox, tmp_path, monkeypatch, [key])
     with wh.session() as s:
         row_id = s.scalar("SELECT source_locator FROM meshline.dead_letters WHERE asset = 'marketing_leads' AND"
                           " reason_code = 'invalid_format' AND partition_key = ? ORDER BY dead_letter_id", (key,))
