@@ -40,3 +40,26 @@ def redact_row(row: Mapping[str, Any], pii_columns: Iterable[str], key: bytes = 
     """A copy of the row with every PII column redacted and values made JSON-safe."""
     pii = set(pii_columns)
     return {c: (redact_value(v, key) if c in pii else json_safe(v)) for c, v in row.items()}
+
+
+_SECRET_PARAM = ("key", "token", "secret", "password", "signature", "sig")
+
+
+def without_secrets(url: str) -> str:
+    """A URL fit for an error, a log line or run metadata: the password in its user part and the values
+    of query parameters that name a key, token, secret or signature are masked."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username}:***@{netloc.rsplit('@', 1)[1]}"
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAM) else v) for k, v in pairs]
+        if netloc == parts.netloc and masked == pairs:
+            return url  # nothing to hide: as given (urlunsplit would rewrite duckdb:////path)
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="*")))
+    except ValueError:  # not a URL one can take apart: say nothing of it
+        return "<a URL that could not be read>"
+

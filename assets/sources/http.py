@@ -12,6 +12,7 @@ and never read twice.
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import random
 import threading
@@ -22,8 +23,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from assets.loading.redaction import without_secrets
 from assets.sources.base import Source, as_text, outside, parse_token
 from expectations.reasons import SourceError, SourceUnreachable
+
+# httpx logs every request line with its URL at INFO: credentials in a base URL must not reach the logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
@@ -110,7 +115,7 @@ class HttpSource(Source):
         self.stats = {"requests": 0, "retries": 0, "throttled": 0, "pages": 0}
 
     def __repr__(self) -> str:
-        return f"HttpSource({self.system}.{self.table}, {self.base_url}{self.path})"
+        return f"HttpSource({self.system}.{self.table}, {without_secrets(self.base_url + self.path)})"
 
     def _http(self) -> Any:
         if self._client is None:
@@ -158,7 +163,7 @@ class HttpSource(Source):
             if resp.status_code == 429:
                 self.stats["throttled"] += 1
             self._sleep(wait if wait is not None else backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
-        raise SourceUnreachable(f"{self.system}.{self.table}: gave up on {self.base_url}{self.path} after "
+        raise SourceUnreachable(f"{self.system}.{self.table}: gave up on {without_secrets(self.base_url + self.path)} after "
                                 f"{self.max_retries + 1} attempts (last: {last})")
 
     def _pages(self, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from assets.loading.redaction import without_secrets
 from assets.settings import Settings
 
 # Failed runs are summed up in one line each (with the run id to open in the UI), not as stack traces.
@@ -209,7 +210,7 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
 Where to look next
   make dev                    Dagster UI on http://127.0.0.1:3000 over {settings.home}:
                               lineage raw → staging → marts, each run above, checks per partition
-  warehouse                   {_safe_url(settings.warehouse_url)}
+  warehouse                   {without_secrets(settings.warehouse_url)}
                               marts.lead_handoff, marts.quote_to_cash, marts.subscription_updates,
                               marts.hygiene_scorecard, meshline.dead_letters (redacted),
                               meshline.load_log, meshline.watermarks, meshline.contracts
@@ -242,14 +243,6 @@ def _scorecard(settings: Settings) -> dict[str, dict[str, Any]]:
         _out(f" {f:<22} {c['days']:>4} {c['rows_read']:>8,} {c['dead_letters']:>5} {rate:>7.2%} "
              f"{c['reconciliation_failures']:>11} {lag:>11}")
     return card
-
-
-def _safe_url(url: str) -> str:
-    if url.startswith("duckdb"):
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _query(settings: Settings, sql: str) -> list[tuple]:

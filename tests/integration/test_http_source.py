@@ -187,3 +187,25 @@ def test_load_partition_from_an_http_source_conserves_and_reruns_cleanly(server,
     assert r2.rows_loaded == 0 and r2.rows_read == r2.rows_superseded
     with wh.session() as s:
         assert s.scalar("SELECT count(DISTINCT invoice_id) FROM raw.billing_invoices") == 300
+
+
+def test_a_password_in_the_base_url_reaches_no_error_and_no_log(caplog):
+    """A base URL with credentials, an API that never answers: the error names the boundary and the URL
+    without its password, and no log line at any level carries it."""
+    import logging
+    import socket
+
+    from assets.sources.http import HttpSource
+    from expectations.reasons import SourceUnreachable
+
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    source = HttpSource(f"http://svc:hunter2-secret@127.0.0.1:{port}", "/v1/invoices", system="billing",
+                        table="invoices", max_retries=1, sleep=lambda s: None)
+    with pytest.raises(SourceUnreachable) as exc:
+        source._get({})
+    assert "billing.invoices" in str(exc.value) and "svc:***@127.0.0.1" in str(exc.value)
+    assert "hunter2" not in str(exc.value) and "hunter2" not in repr(source)
+    assert "hunter2" not in caplog.text

@@ -68,3 +68,13 @@ def test_column_wise_dead_letters_keep_the_row_by_row_payload_locator_and_id():
         assert (dl["payload"], dl["locator"], dl["reasons"]) == expected[dl["dead_letter_id"]]
         assert "a@b.example" not in dl["payload"] and "Cy" not in dl["payload"]
         assert dl["first_seen_at"] == at and dl["status"] == "open" and dl["partition_key"] == "p"
+
+
+def test_urls_lose_their_secrets_before_they_reach_an_error_or_a_log():
+    from assets.loading.redaction import without_secrets
+
+    assert without_secrets("https://svc:s3cr3t@billing.example/v1?since=1&api_key=abc&sig=zz") == (
+        "https://svc:***@billing.example/v1?since=1&api_key=***&sig=***")
+    assert without_secrets("postgresql+psycopg2://u:pw@db:5432/wh") == "postgresql+psycopg2://u:***@db:5432/wh"
+    assert without_secrets("duckdb:////tmp/w.duckdb") == "duckdb:////tmp/w.duckdb"
+    assert without_secrets("http://[::1") == "<a URL that could not be read>"
