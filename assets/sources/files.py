@@ -118,7 +118,7 @@ class FileDropSource(Source):
     def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict[str, Any] | Malformed]]:
         """(line number, record or Malformed) for each non-empty line of a file."""
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
                 reader = csv.reader(f)
                 header = next(reader, None)
                 if header is None:
@@ -133,7 +133,7 @@ class FileDropSource(Source):
                     if probe:
                         return
             return
-        with path.open(encoding="utf-8", errors="replace") as f:
+        with path.open(encoding="utf-8-sig", errors="replace") as f:
             for line_no, line in enumerate(f, start=1):
                 if not line.strip():
                     continue

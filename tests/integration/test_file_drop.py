@@ -146,3 +146,18 @@ def test_files_whose_tokens_lie_outside_the_window_are_skipped_unparsed(warehous
     # A compensating rescan of day 2 reads its file (and the odd one) again, skips day 1's, loads nothing new.
     r5, s5 = load(nxt, "d5", full_refresh=True)
     assert (r5.rows_read, r5.rows_loaded, s5.files_parsed, s5.files_skipped) == (5, 0, 2, 1)
+
+
+def test_a_csv_or_jsonl_file_that_starts_with_a_byte_order_mark_loads_like_any_other(warehouse_url, tmp_path):
+    """Spreadsheet exports often start with a UTF-8 byte order mark: read as part of the first column's
+    name, it made every row look like a new source column and held the folder."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    header = "event_id,account_email,plan,occurred_at\n"
+    rows = "".join(f"ev-{i},o{i}@example.com,team,{(T + timedelta(minutes=i)).isoformat()}\n" for i in range(5))
+    (landing / "events-bom.csv").write_text("\ufeff" + header + rows, encoding="utf-8")
+    (landing / "events-bom.jsonl").write_text("\ufeff" + "\n".join(json.dumps(r) for r in _events(10, 3)) + "\n",
+                                              encoding="utf-8")
+    r = _load(warehouse_url, landing, "r1")
+    assert (r.rows_read, r.rows_loaded, r.rows_dead_lettered, r.rows_held) == (8, 8, 0, 0)
+    assert r.unknown_columns == ()
