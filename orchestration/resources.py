@@ -20,5 +20,5 @@ def build_resources(settings: Settings, config: Config, dbt_project: Any) -> dic
         "sources": SourcesResource(boundaries=source_specs(settings.sandbox_dir, config)),
         "data_docs": DataDocsResource(root=str(settings.home)),
         "notifier": NotifierResource(url=settings.alert_webhook_url, format=config.operations.alert_format),
-        "dbt": dbt_cli(dbt_project, settings.dbt_profiles_dir()),
+        "dbt": dbt_cli(dbt_project, dbt_project.profiles_dir),  # the profile the project was prepared with
     }
