@@ -230,6 +230,23 @@ def _type_name(want: type | tuple[type, ...]) -> str:
     return names[want]
 
 
+# Python types an allowed value of each column type may have (dates and timestamps take no value lists).
+_VALUE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool}
+
+
+def _re2_refuses(regex: str) -> str | None:
+    """Why Arrow's RE2 engine cannot compile `regex`, or None when it can."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.match_substring_regex(pa.array([""]), regex)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
 def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
     _check_keys(path, "", data, _TOP_KEYS)
     for key in _REQUIRED_TOP:
@@ -266,6 +283,10 @@ def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
                 re.compile(regex)
             except re.error as exc:
                 raise _fail(path, f"{where}.pattern", f"not a valid regular expression: {exc}") from exc
+            why = _re2_refuses(regex)
+            if why:
+                raise _fail(path, f"{where}.pattern", "uses what the loader's regex engine (RE2) cannot run"
+                            f" (lookaround, backreferences, possessive quantifiers): {why}")
         if ("min" in spec or "max" in spec) and spec["type"] not in ("integer", "number"):
             raise _fail(path, f"{where}.min/max", "a range applies to integer and number columns only")
         if "min" in spec and "max" in spec and spec["min"] > spec["max"]:
@@ -273,6 +294,11 @@ def parse_contract(data: Any, path: Path | str = "<contract>") -> Contract:
         allowed = spec.get("allowed_values")
         if allowed is not None and not allowed:
             raise _fail(path, f"{where}.allowed_values", "an empty list would reject every row")
+        want = _VALUE_TYPES.get(spec["type"])
+        for i, value in enumerate(allowed or ()):
+            if want is None or isinstance(value, bool) != (spec["type"] == "boolean") or not isinstance(value, want):
+                raise _fail(path, f"{where}.allowed_values[{i}]",
+                            f"{value!r} is not of the column's type, {spec['type']}")
         columns.append(Column(
             name=name, type=spec["type"], required=spec.get("required", False), pattern=pattern,
             allowed_values=tuple(allowed) if allowed is not None else None,

@@ -12,11 +12,13 @@ in the typed table and the row is dead-lettered with `type_mismatch`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -69,9 +71,40 @@ def _cast_one(value: Any, target: pa.DataType) -> Any:
 _MISMATCH = object()
 
 
+# Timestamps and dates every consumer reads back (Python's datetime, pandas, both warehouses).
+_EARLIEST, _LATEST = datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)
+
+
+def _unusable(typed: pa.Array) -> pa.Array | None:
+    """Values that cast but no warehouse or reader can hold as that type: NaN and infinities (a number no
+    range or sum can use), text holding NUL (Postgres refuses it), timestamps and dates beyond years
+    1–9999 (Python, pandas and GX cannot read them back). None when the type has no such values."""
+    t = typed.type
+    if pa.types.is_floating(t):
+        bad = pc.invert(pc.is_finite(typed))
+    elif pa.types.is_string(t):
+        bad = pc.match_substring(typed, "\x00")
+    elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+        lo, hi = (_EARLIEST.date(), _LATEST.date()) if pa.types.is_date(t) else (_EARLIEST, _LATEST)
+        bad = pc.or_(pc.less(typed, pa.scalar(lo, t)), pc.greater(typed, pa.scalar(hi, t)))
+    else:
+        return None
+    bad = pc.fill_null(bad, False)
+    return bad if pc.any(bad).as_py() else None
+
+
 def coerce_column(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
     """Cast to the contract's type. Returns the typed array and a mask of values that could not be read
-    (None when every value cast)."""
+    (None when every value cast), unusable values (`_unusable`) included."""
+    typed, mismatch = _cast_column(arr, target)
+    bad = _unusable(typed)
+    if bad is None:
+        return typed, mismatch
+    typed = pc.if_else(bad, pa.scalar(None, typed.type), typed)
+    return typed, bad if mismatch is None else pc.or_(mismatch, bad)
+
+
+def _cast_column(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if arr.type.equals(target):
@@ -105,8 +138,24 @@ def coerce_column(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple
     typed = pa.array(out, type=pa.timestamp("us", "UTC") if pa.types.is_timestamp(target) and any(
         getattr(v, "tzinfo", None) for v in out if v is not None) else None)
     if not typed.type.equals(target):
-        typed = coerce_column(typed, target)[0]
+        typed = _cast_column(typed, target)[0]
     return typed, pa.array(bad, type=pa.bool_())
+
+
+def _regex_miss(values: pa.Array, regex: str) -> pa.Array:
+    """True where a non-null value does not match. RE2 (Arrow) and Python's `re` (what GX runs) read
+    `\\s`, `\\w`, `$` and `.` differently only on text beyond printable ASCII (Unicode spaces, a final
+    newline, a vertical tab), so those values alone are matched with `re`, exactly as GX matches them."""
+    miss = pc.fill_null(pc.invert(pc.match_substring_regex(values, regex)), False)
+    odd = pc.fill_null(pc.match_substring_regex(values, r"[^\x20-\x7e]"), False)
+    if not pc.any(odd).as_py():
+        return miss
+    compiled = re.compile(regex)
+    flags = miss.to_numpy(zero_copy_only=False).copy()
+    texts = values.to_pylist()
+    for i in np.flatnonzero(odd.to_numpy(zero_copy_only=False)):
+        flags[i] = compiled.search(texts[i]) is None
+    return pa.array(flags, type=pa.bool_())
 
 
 def _rule_masks(col: Column, values: pa.Array, key: str) -> list[tuple[str, pa.Array]]:
@@ -118,8 +167,7 @@ def _rule_masks(col: Column, values: pa.Array, key: str) -> list[tuple[str, pa.A
     elif col.required:
         masks.append((ReasonCode.MISSING_REQUIRED.value, is_null))
     if col.regex is not None:
-        ok = pc.match_substring_regex(values, col.regex)
-        masks.append((ReasonCode.INVALID_FORMAT.value, pc.fill_null(pc.invert(ok), False)))
+        masks.append((ReasonCode.INVALID_FORMAT.value, _regex_miss(values, col.regex)))
     if col.allowed_values is not None:
         ok = pc.is_in(values, value_set=pa.array(col.allowed_values, type=values.type))
         masks.append((ReasonCode.UNKNOWN_VALUE.value, pc.and_(pc.invert(ok), pc.invert(is_null))))

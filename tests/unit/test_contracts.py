@@ -45,6 +45,12 @@ def test_both_lead_handoff_contracts_load():
         (lambda d: d.pop("owners"), "owners: required key is missing"),
         (lambda d: d.update(version="1.0"), "expected MAJOR.MINOR.PATCH"),
         (lambda d: d["columns"]["email"].update(pattern="(unclosed"), "not a valid regular expression"),
+        (lambda d: d["columns"]["email"].update(pattern="^(?!spam).+@x$"), "columns.email.pattern: uses what"),
+        (lambda d: d["columns"]["email"].update(pattern=r"^(a)\1@x$"), "columns.email.pattern: uses what"),
+        (lambda d: d["columns"]["company"].update(allowed_values=["acme", 7]),
+         r"columns.company.allowed_values\[1\]: 7 is not of the column's type, string"),
+        (lambda d: d["columns"]["lead_id"].update(allowed_values=[1, True]),
+         r"columns.lead_id.allowed_values\[1\]: True is not of the column's type, integer"),
     ],
 )
 def test_contract_typos_and_wrong_types_fail_with_key_and_reason(mutate, message):
