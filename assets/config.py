@@ -45,7 +45,8 @@ SOURCE_KEYS: dict[str, dict[str, Any]] = {
     "http": {"kind": str, "base_url": str, "path": str, "pagination": str, "page_size": int, "rate_per_s": (int, float),
              "burst": int, "max_retries": int, "timeout_s": (int, float), "records_key": str, "next_key": str,
              "cursor_param": str, "page_param": str, "since_param": str, "until_param": str, "limit_param": str,
-             "token_env": str},
+             "token_env": str, "max_pages": int, "max_response_mb": (int, float), "request_deadline_s": (int, float),
+             "max_retry_after_s": (int, float)},
     "files": {"kind": str, "folder": str, "pattern": str},
 }
 REQUIRED_SOURCE = {"sql": ("url",), "http": ("base_url", "path"), "files": ("folder",)}
@@ -58,7 +59,7 @@ OPERATION_KEYS: dict[str, dict[str, Any]] = {
 }
 AUDIT_RETENTION_DAYS = (90, 365)  # the range the audit log's retention may be set in
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
-                 "volume_tolerance": (int, float), "source": dict}
+                 "volume_tolerance": (int, float), "deadline_minutes": (int, float), "source": dict}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Boundary:
     lookback_hours: float
     source: dict[str, Any]
     volume_tolerance: float = 0.5
+    deadline_minutes: float = 60.0  # a load still running then is stopped and rolled back
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
             boundaries[name] = Boundary(flow=flow, name=name, contract=b.get("contract", name),
                                         contract_version=b.get("contract_version"),
                                         lookback_hours=float(b.get("lookback_hours", 6)), source=src,
-                                        volume_tolerance=float(b.get("volume_tolerance", 0.5)))
+                                        volume_tolerance=float(b.get("volume_tolerance", 0.5)),
+                                        deadline_minutes=float(b.get("deadline_minutes", 60)))
     config = Config(path=path, boundaries=boundaries, operations=operations)
     _check_contracts(config, fail)
     return config
@@ -187,8 +190,11 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
 
 # (low, high) of each number a boundary or its source may hold: a value outside fails later, or never
 RANGES: dict[str, tuple[float, float]] = {
-    "lookback_hours": (0, 24 * 31), "volume_tolerance": (0.01, 100), "page_size": (1, 10_000),
+    "lookback_hours": (0, 24 * 31), "volume_tolerance": (0.01, 100), "deadline_minutes": (1, 24 * 60),
+    "page_size": (1, 10_000),
     "rate_per_s": (0.01, 10_000), "burst": (1, 10_000), "max_retries": (0, 20), "timeout_s": (0.1, 600),
+    "max_pages": (1, 10_000_000), "max_response_mb": (0.01, 4096), "request_deadline_s": (1, 3600),
+    "max_retry_after_s": (0, 86_400),
 }
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -196,7 +202,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _check_values(b: dict[str, Any], src: dict[str, Any], where: tuple[Any, ...],
                   fail: Callable[..., ConfigError]) -> None:
     """Values a boundary's keys may hold, refused here rather than when a load runs."""
-    for key, value in [*((k, b[k]) for k in ("lookback_hours", "volume_tolerance") if k in b),
+    for key, value in [*((k, b[k]) for k in ("lookback_hours", "volume_tolerance", "deadline_minutes") if k in b),
                        *((k, src[k]) for k in RANGES if k in src)]:
         lo, hi = RANGES[key]
         at = where + (key,) if key in b else where + ("source", key)
@@ -204,6 +210,9 @@ def _check_values(b: dict[str, Any], src: dict[str, Any], where: tuple[Any, ...]
             raise fail(at, f"expected {lo:g} to {hi:g}, got {value!r}")
     if src.get("kind") == "http" and src.get("pagination", "cursor") not in ("cursor", "page"):
         raise fail(where + ("source", "pagination"), f"expected cursor or page, got {src['pagination']!r}")
+    query = src.get("query") if src.get("kind") == "sql" else None
+    if query and ";" in query.strip().rstrip(";"):
+        raise fail(where + ("source", "query"), "a source query is one SELECT statement (no ';')")
     table = src.get("table") if src.get("kind") == "sql" else None
     if table and not all(_IDENT.fullmatch(part) for part in table.split(".")):
         raise fail(where + ("source", "table"), f"expected a table name or schema.table, got {src['table']!r}")

@@ -27,7 +27,7 @@ def _owners(contract: Contract) -> list[str]:
 
 
 def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None,
-                   lookback: timedelta) -> dg.AssetsDefinition:
+                   lookback: timedelta, deadline: timedelta = timedelta(hours=1)) -> dg.AssetsDefinition:
     @dg.asset(
         key=asset_key(contract),
         partitions_def=partitions_def,
@@ -58,7 +58,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             r = load_partition(
                 wh, source, contract, partition_key=context.partition_key,
                 window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
-                full_refresh=compensate, progress=context.log.info)
+                full_refresh=compensate, progress=context.log.info, deadline_s=deadline.total_seconds())
         except SourceUnreachable as exc:
             # Usually transient (a restart, a network blip): the retry policy tries again, with backoff.
             raise dg.Failure(description=str(exc), allow_retries=True) from exc
@@ -219,7 +219,9 @@ def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefini
     conf = {b.name: b for b in boundaries or []}
     assets = [boundary_asset(c, partitions_def, pool=pool,
                              lookback=timedelta(hours=conf[c.name].lookback_hours) if c.name in conf
-                             else default_lookback) for c in contracts]
+                             else default_lookback,
+                             deadline=timedelta(minutes=conf[c.name].deadline_minutes if c.name in conf else 60))
+              for c in contracts]
     checks = [contract_check(c, partitions_def, pool=pool) for c in contracts]
     checks += [deprecation_check(c, partitions_def) for c in contracts]
     for c in contracts:

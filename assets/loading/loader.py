@@ -52,7 +52,7 @@ from assets.loading.warehouse import SQL_TYPES, Tx, Warehouse, ident
 from assets.loading.watermark import Window, advance, extract_bounds
 from assets.sources.base import Source
 from expectations.contract import Contract
-from expectations.reasons import LoadError, SourceError, SourceSchemaError
+from expectations.reasons import LoadError, MeshlineError, SourceError, SourceSchemaError
 from expectations.rules import Verdicts, evaluate, primary_reason
 
 log = logging.getLogger("meshline.loader")
@@ -321,6 +321,34 @@ def _validated(chunks: Iterator[pa.Table], contract: Contract,
             close()
 
 
+class _LateDrift(Exception):
+    """Columns no contract version lists appeared after the records the preflight saw."""
+
+    def __init__(self, columns: tuple[str, ...]):
+        super().__init__(", ".join(columns))
+        self.columns = columns
+
+
+def _guarded(chunks: Iterator[tuple[pa.Table, Verdicts]], what: str, deadline: float | None,
+             counted: Callable[[], int]) -> Iterator[tuple[pa.Table, Verdicts]]:
+    """The extract, with a deadline, and with any unexpected failure of the source or of a value named by
+    boundary and partition (a `SourceError`; Meshline's own errors pass as they are)."""
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise LoadError(f"{what}: the load passed its deadline after reading {counted():,} rows; nothing "
+                            "was written and the watermark did not move (deadline_minutes in meshline.yaml)")
+        try:
+            item = next(chunks)
+        except StopIteration:
+            return
+        except (MeshlineError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a source answer no connector foresaw: named, never a bare traceback
+            raise SourceError(f"{what}: reading the source failed after {counted():,} rows: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        yield item
+
+
 def load_partition(
     warehouse: Warehouse,
     source: Source,
@@ -334,13 +362,42 @@ def load_partition(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     before_commit: Callable[[Tx], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    deadline_s: float | None = None,
 ) -> LoadResult:
     """Load one partition. Either everything (data, dead letters, watermark, load_log) commits, or nothing.
 
     `before_commit` runs inside the transaction after every write and before COMMIT (tests inject
-    crashes there). `progress` receives human-readable progress lines (no row values).
+    crashes there). `progress` receives human-readable progress lines (no row values). A load still
+    reading after `deadline_s` seconds stops with a `LoadError` and writes nothing.
     """
+    args = dict(partition_key=partition_key, window=window, run_id=run_id, lookback=lookback,
+                full_refresh=full_refresh, chunk_rows=chunk_rows, before_commit=before_commit,
+                progress=progress, deadline_s=deadline_s)
+    try:
+        return _load(warehouse, source, contract, **args)  # type: ignore[arg-type]
+    except _LateDrift as drift:
+        # Rolled back: read again, holding every row, as if the preflight had seen the new columns.
+        return _load(warehouse, source, contract, late_unknown=drift.columns, **args)  # type: ignore[arg-type]
+
+
+def _load(
+    warehouse: Warehouse,
+    source: Source,
+    contract: Contract,
+    *,
+    partition_key: str,
+    window: Window,
+    run_id: str,
+    lookback: timedelta,
+    full_refresh: bool,
+    chunk_rows: int,
+    before_commit: Callable[[Tx], None] | None,
+    progress: Callable[[str], None] | None,
+    deadline_s: float | None,
+    late_unknown: tuple[str, ...] = (),
+) -> LoadResult:
     t0 = time.perf_counter()
+    source.deadline = None if deadline_s is None else time.monotonic() + deadline_s
     asset = contract.name
     say = progress or log.info
     use_releasing_memory_pool()
@@ -350,6 +407,7 @@ def load_partition(
     tiebreak = ident(contract.locator) if contract.locator else "_row_no"
     cols = [ident(c) for c in contract.column_names]
     read_cols, missing_optional, unknown = preflight(source, contract)
+    unknown = unknown + tuple(c for c in late_unknown if c not in unknown)
     started = utcnow()
     result = LoadResult(load_id=uuid.uuid4().hex, flow=contract.boundary_flow, asset=asset,
                         partition_key=partition_key, contract_version=contract.version,
@@ -374,8 +432,10 @@ def load_partition(
         row_no = 0
         dead_letters: list[pa.Table] = []
         holds: list[pa.Table] = []
-        chunks = _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
-                                           bounds.high, chunk_rows), contract, missing_optional)
+        chunks = _guarded(
+            _validated(source.extract(read_cols, contract.change_token, bounds.low, bounds.inclusive,
+                                      bounds.high, chunk_rows), contract, missing_optional),
+            f"{asset} {partition_key} ({source!r})", source.deadline, lambda: result.rows_read)
         for chunk, verdicts in chunks:
             n = chunk.num_rows
             if unknown:
@@ -388,8 +448,12 @@ def load_partition(
             typed = verdicts.table.append_column("_row_no", pa.array(np.arange(row_no, row_no + n, dtype=np.int64)))
             row_no += n
             result.rows_read += n
-            chunk_max = pc.max(typed.column(contract.change_token)).as_py()
-            max_token = advance(max_token, chunk_max)
+            # The watermark moves only to tokens the window holds, read as the window filter read them.
+            tokens = verdicts.table.column(contract.change_token)
+            if pa.types.is_timestamp(tokens.type):
+                tokens = pc.filter(tokens, pc.and_(pc.less(tokens, pa.scalar(bounds.high, tokens.type)),
+                                                   pc.greater_equal(tokens, pa.scalar(bounds.low, tokens.type))))
+            max_token = advance(max_token, pc.max(tokens).as_py())
             if verdicts.n_invalid:
                 invalid = pc.invert(verdicts.valid)
                 dead_letters.append(_dead_letters(
@@ -404,6 +468,14 @@ def load_partition(
                 say(f"{asset} {partition_key}: {result.rows_read:,} rows read, "
                     f"{result.rows_dead_lettered:,} dead-lettered so far")
 
+        seen = source.columns_seen()
+        if seen is not None and not unknown:
+            known = set(contract.source_columns) | set(contract.ignored_columns) | set(source.synthetic_columns)
+            late = tuple(sorted(seen - known))
+            if late:
+                say(f"{asset} {partition_key}: column(s) {list(late)} that contract {contract.ref} does not list "
+                    "appear past the first record: reading again, holding every row")
+                raise _LateDrift(late)
         stage.seal()
         # The extract's buffers go back to the OS before the merge asks DuckDB for its share of memory.
         pa.default_memory_pool().release_unused()

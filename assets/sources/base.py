@@ -24,6 +24,24 @@ class Malformed:
     raw: str  # the raw text; the loader redacts all of it
 
 
+def has_surrogates(value: Any) -> bool:
+    """True when a parsed record holds a lone UTF-16 surrogate (JSON's `"\\ud800"`): text no UTF-8 store
+    can hold, so the record is malformed rather than loadable."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(has_surrogates(k) or has_surrogates(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_surrogates(v) for v in value)
+    return False
+
+
+def printable(text: str) -> str:
+    """Text fit for UTF-8 (a file name or raw line holding undecodable bytes or lone surrogates): those
+    become U+FFFD, everything else is kept."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 class Source(ABC):
     """A table of one source system, read in change-token windows.
 
@@ -38,6 +56,8 @@ class Source(ABC):
     # Columns the connector itself adds to every record (a file drop's `source_position`): offered to a
     # contract that names them, never "unknown" source columns when it does not.
     synthetic_columns: tuple[str, ...] = ()
+    # When the running load must stop (time.monotonic()); a source that waits (HTTP) waits no longer.
+    deadline: float | None = None
 
     def begin(self, tx: Tx, asset: str, partition_key: str, rescan: bool = False) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction before extracting (file drops read their manifest;
@@ -46,6 +66,11 @@ class Source(ABC):
     def malformed(self) -> list[Malformed]:
         """Records of the last extract that could not be parsed; the loader dead-letters them."""
         return []
+
+    def columns_seen(self) -> set[str] | None:
+        """Every column name the last extract met in any record (a file drop or an API can change its
+        shape after the first record, which is all the preflight sees). None for a fixed-schema source."""
+        return None
 
     def finish(self, tx: Tx, asset: str, partition_key: str, run_id: str) -> None:  # noqa: B027 - optional hook
         """Called inside the load's transaction after writing (file drops record what they delivered)."""
@@ -80,8 +105,8 @@ def parse_token(value: Any) -> datetime | None:
     dead-letters the record: the loader sees the raw text)."""
     if value is None or value == "":
         return None
-    try:
-        d = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:  # read as the loader's cast reads it: surrounding spaces do not make another token
+        d = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
         return None
     return d.astimezone(UTC).replace(tzinfo=None) if d.tzinfo else d

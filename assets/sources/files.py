@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
+import logging
+import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from assets.loading.warehouse import Tx
-from assets.sources.base import Malformed, Source, as_text, outside, parse_token
+from assets.sources.base import Malformed, Source, as_text, has_surrogates, outside, parse_token, printable
 from expectations.reasons import SourceUnreachable
 
 _CHECKSUMS: dict[tuple[Any, ...], str] = {}  # (path, inode, size, mtime, ctime) -> checksum, for this process
@@ -50,7 +54,73 @@ def checksum(path: Path) -> str:
     return _CHECKSUMS[key]
 
 
+log = logging.getLogger("meshline.sources.files")
+
 POSITION = "source_position"
+# A CSV field may be this long; a longer one (or an unterminated quote that swallows the file) is a
+# malformed record, never an error that stops the folder.
+MAX_FIELD_BYTES = 16 << 20
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class _Lines:
+    """The physical lines a CSV reader takes, so a record that fails can be told line by line, and the
+    lines after its first parsed again (an unterminated quote swallows the lines that follow it)."""
+
+    def __init__(self, f: Any):
+        self._f, self._back, self.taken, self.line = f, deque[tuple[int, str]](), list[tuple[int, str]](), 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self._back:
+            no, text = self._back.popleft()
+        else:
+            text = next(self._f)
+            self.line += 1
+            no = self.line
+        self.taken.append((no, text))
+        return text
+
+    def give_back(self, lines: list[tuple[int, str]]) -> None:
+        self._back.extendleft(reversed(lines))
+
+
+def _csv_records(path: Path, name: str, probe: bool) -> Iterator[tuple[int, dict[str, Any] | Malformed]]:
+    csv.field_size_limit(MAX_FIELD_BYTES)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        lines = _Lines(f)
+        reader = csv.reader(lines, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            yield 1, Malformed(name, 1, f"unreadable CSV header: {exc}", printable("".join(t for _, t in lines.taken)))
+            return
+        if header is None:
+            return
+        while True:
+            lines.taken = []
+            try:
+                row = next(reader)
+                why = None if len(row) == len(header) else f"{len(row)} fields, header has {len(header)}"
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                row, why = [], f"CSV: {exc}"
+            taken = lines.taken
+            if not row and why is not None and not "".join(t for _, t in taken).strip():
+                continue  # a blank line is no record
+            if why is None:
+                yield taken[0][0], dict(zip(header, row, strict=True))
+            else:
+                first_no, first = taken[0]
+                yield first_no, Malformed(name, first_no, why, printable(first.rstrip("\r\n")))
+                lines.give_back(taken[1:])
+            if probe:
+                return
+
+
 
 
 def _disjoint(lo: datetime | None, hi: datetime | None, low: datetime, low_inclusive: bool, high: datetime) -> bool:
@@ -72,6 +142,7 @@ class FileDropSource(Source):
         self._malformed: list[Malformed] = []
         self._ranges: dict[str, tuple[Any, ...]] = {}  # checksum -> (min token, max token, untokened), indexed before
         self._indexed: dict[str, tuple[Any, ...]] = {}  # checksum -> (name, records, min, max, untokened), this load
+        self._seen: set[str] = set()
         self.files_parsed = 0
         self.files_skipped = 0
 
@@ -104,6 +175,9 @@ class FileDropSource(Source):
     def malformed(self) -> list[Malformed]:
         return list(self._malformed)
 
+    def columns_seen(self) -> set[str] | None:
+        return set(self._seen) | {POSITION}
+
     def finish(self, tx: Tx, asset: str, partition_key: str, run_id: str) -> None:
         now = datetime.now(UTC).replace(tzinfo=None)
         for digest, (name, n) in self._read.items():
@@ -117,21 +191,9 @@ class FileDropSource(Source):
 
     def _records(self, path: Path, probe: bool = False) -> Iterator[tuple[int, dict[str, Any] | Malformed]]:
         """(line number, record or Malformed) for each non-empty line of a file."""
+        name = printable(path.name)
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if header is None:
-                    return
-                for row in reader:
-                    row_line = reader.line_num
-                    if len(row) != len(header):
-                        yield row_line, Malformed(path.name, row_line, f"{len(row)} fields, header has {len(header)}",
-                                                  ",".join(row))
-                    else:
-                        yield row_line, dict(zip(header, row, strict=True))
-                    if probe:
-                        return
+            yield from _csv_records(path, name, probe)
             return
         with path.open(encoding="utf-8-sig", errors="replace") as f:
             for line_no, line in enumerate(f, start=1):
@@ -139,12 +201,17 @@ class FileDropSource(Source):
                     continue
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield line_no, Malformed(path.name, line_no, f"invalid JSON: {exc.msg}", line.rstrip("\n"))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+                    yield line_no, Malformed(name, line_no, f"invalid JSON: {why}", printable(line.rstrip("\n")))
                     continue
                 if not isinstance(rec, dict):
-                    yield line_no, Malformed(path.name, line_no, "a JSON line that is not an object",
-                                             line.rstrip("\n"))
+                    yield line_no, Malformed(name, line_no, "a JSON line that is not an object",
+                                             printable(line.rstrip("\n")))
+                    continue
+                if _ESCAPED_SURROGATE.search(line) and has_surrogates(rec):
+                    yield line_no, Malformed(name, line_no, "a string that is not valid Unicode (a lone surrogate)",
+                                             printable(line.rstrip("\n")))
                     continue
                 yield line_no, rec
                 if probe:
@@ -155,8 +222,14 @@ class FileDropSource(Source):
         schema = pa.schema([(c, pa.string()) for c in columns])
         buf: list[dict[str, Any]] = []
         seen: set[str] = set()
+        self._seen = set()
         for path in self.files():
-            digest = checksum(path)
+            try:
+                digest = checksum(path)
+            except OSError as exc:  # renamed or removed since the listing: read under its new name next time
+                log.warning("%s.%s: %s changed while the folder was read (%s); it is read by the next load",
+                            self.system, self.table, printable(path.name), type(exc).__name__)
+                continue
             if digest in self._skip or digest in seen:  # delivered before, or the same file twice now
                 continue
             seen.add(digest)
@@ -166,10 +239,19 @@ class FileDropSource(Source):
                 continue
             self.files_parsed += 1
             n, total, first_token, last_token, untokened, broken = 0, 0, None, None, False, []
-            for line_no, rec in self._records(path):
+            name = printable(path.name)
+            records = self._records(path)
+            try:
+                first = next(records, None)
+            except OSError as exc:  # gone between its checksum and its opening
+                log.warning("%s.%s: %s could not be read (%s); it is read by the next load",
+                            self.system, self.table, name, type(exc).__name__)
+                continue
+            for line_no, rec in itertools.chain([] if first is None else [first], records):
                 if isinstance(rec, Malformed):
                     broken.append(rec)
                     continue
+                self._seen.update(rec)
                 total += 1
                 ts = parse_token(rec.get(token))
                 if ts is None:
@@ -183,7 +265,7 @@ class FileDropSource(Source):
                     continue
                 row = {c: as_text(rec.get(c), empty_is_null=True) for c in columns}
                 if POSITION in row:
-                    row[POSITION] = f"{path.name}:{line_no}"
+                    row[POSITION] = f"{name}:{line_no}"
                 buf.append(row)
                 n += 1
                 if len(buf) >= chunk_rows:
@@ -194,9 +276,9 @@ class FileDropSource(Source):
             # read, counted and dead-lettered by exactly one partition.
             if broken and (first_token is None or not outside(first_token, low, low_inclusive, high)):
                 self._malformed.extend(broken)
-            self._read[digest] = (path.name, n)
+            self._read[digest] = (name, n)
             if known is None:
-                self._indexed[digest] = (path.name, total, first_token, last_token,
+                self._indexed[digest] = (name, total, first_token, last_token,
                                          untokened or first_token is None)
         if buf:
             yield pa.Table.from_pylist(buf, schema=schema)

@@ -12,9 +12,12 @@ and never read twice.
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,13 +27,14 @@ from typing import Any
 import pyarrow as pa
 
 from assets.loading.redaction import without_secrets
-from assets.sources.base import Source, as_text, outside, parse_token
+from assets.sources.base import Malformed, Source, as_text, has_surrogates, outside, parse_token
 from expectations.reasons import SourceError, SourceUnreachable
 
 # httpx logs every request line with its URL at INFO: credentials in a base URL must not reach the logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class TokenBucket:
@@ -63,22 +67,20 @@ class TokenBucket:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date. None if absent or
-    unreadable (the caller then uses its own backoff); never negative."""
+    """Seconds to wait from a Retry-After header: ASCII delta-seconds or an HTTP date. None if absent or
+    unreadable (the caller then uses its own backoff); never negative, never an error."""
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if re.fullmatch(r"[0-9]+", value):
+        return float(min(int(value[:12]), 10**11))  # beyond any wait the caller accepts
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
@@ -100,7 +102,8 @@ class HttpSource(Source):
                  timeout_s: float = 10.0, records_key: str = "data", next_key: str = "next_cursor",
                  cursor_param: str = "cursor", page_param: str = "page", since_param: str = "updated_since",
                  until_param: str = "updated_before", limit_param: str = "limit", token_env: str | None = None,
-                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
+                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, max_pages: int = 100_000,
+                 max_response_mb: float = 64, request_deadline_s: float = 120, max_retry_after_s: float = 600,
                  sleep: Callable[[float], None] = time.sleep, client: Any = None):
         if pagination not in ("cursor", "page"):
             raise ValueError("pagination must be 'cursor' or 'page'")
@@ -109,7 +112,12 @@ class HttpSource(Source):
         self.records_key, self.next_key, self.cursor_param, self.page_param = records_key, next_key, cursor_param, page_param
         self.since_param, self.until_param, self.limit_param = since_param, until_param, limit_param
         self.token_env, self.backoff_base_s, self.backoff_cap_s = token_env, backoff_base_s, backoff_cap_s
+        self.max_pages, self.max_response_bytes = max_pages, int(max_response_mb * (1 << 20))
+        self.request_deadline_s, self.max_retry_after_s = request_deadline_s, max_retry_after_s
         self.bucket = TokenBucket(rate_per_s, burst, sleep=sleep)
+        self._malformed: list[Malformed] = []
+        self._seen: set[str] = set()
+        self._escapes = False  # the last page's text holds an escaped UTF-16 surrogate
         self._sleep = sleep
         self._client = client
         self.stats = {"requests": 0, "retries": 0, "throttled": 0, "pages": 0}
@@ -130,45 +138,91 @@ class HttpSource(Source):
             self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_s)
         return self._client
 
+    def _where(self, params: dict[str, Any]) -> str:
+        """The request, named in errors and dead letters (the window, the cursor or page; never secrets)."""
+        shown = {k: v for k, v in params.items() if k not in (self.since_param, self.until_param, self.limit_param)}
+        return f"{self.path}?{'&'.join(f'{k}={v}' for k, v in shown.items())}".rstrip("?")
+
+    def _body(self, params: dict[str, Any]) -> tuple[int, dict[str, str], bytes | None]:
+        """(status, headers, body of a 200) of one request, streamed: a body over `max_response_mb` once
+        decompressed, or one still arriving after `request_deadline_s`, is cut off."""
+        import httpx
+
+        limit = time.monotonic() + self.request_deadline_s
+        if self.deadline is not None:
+            limit = min(limit, self.deadline)
+        with self._http().stream("GET", self.path, params=params) as resp:
+            if resp.status_code != 200:
+                return resp.status_code, dict(resp.headers), None
+            data = bytearray()
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) > self.max_response_bytes:
+                    raise SourceError(f"{self.system}.{self.table}: the answer to {self._where(params)} is larger than "
+                                      f"{self.max_response_bytes >> 20} MiB (max_response_mb); not read")
+                if time.monotonic() > limit:
+                    raise httpx.ReadTimeout("the body was still arriving at the request's deadline")
+            return 200, dict(resp.headers), bytes(data)
+
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
         """One page, with rate limiting and retries of transient failures."""
         import httpx
 
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise SourceUnreachable(f"{self.system}.{self.table}: the load's deadline passed while reading "
+                                        f"{self._where(params)}")
             self.bucket.acquire()
             self.stats["requests"] += 1
             try:
-                resp = self._http().get(self.path, params=params)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:  # slow, refused, dropped
+                status, headers, raw = self._body(params)
+            except (httpx.TimeoutException, httpx.TransportError, httpx.DecodingError) as exc:  # slow, refused, dropped, broken gzip
                 last = f"{type(exc).__name__}"
                 self.stats["retries"] += 1
                 self._sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
                 continue
-            if resp.status_code == 200:
+            if status == 200:
+                assert raw is not None
+                self._escapes = _ESCAPED_SURROGATE.search(raw) is not None
                 try:
-                    body: dict[str, Any] = resp.json()
-                    return body
-                except ValueError:
+                    body = json.loads(raw)
+                except (ValueError, RecursionError):  # not JSON (a proxy's error page), or nested past reading
                     last = "a body that is not JSON"
                     self.stats["retries"] += 1
                     self._sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
                     continue
-            if resp.status_code not in TRANSIENT_STATUS:
-                raise SourceError(f"{self.system}.{self.table}: HTTP {resp.status_code} from {self.path} "
+                if not isinstance(body, dict):
+                    raise SourceError(f"{self.system}.{self.table}: the answer to {self._where(params)} is a JSON "
+                                      f"{type(body).__name__}, not an object with {self.records_key!r}")
+                return body
+            if status not in TRANSIENT_STATUS:
+                raise SourceError(f"{self.system}.{self.table}: HTTP {status} from {self._where(params)} "
                                   "(not retried: not a transient status)")
-            last = f"HTTP {resp.status_code}"
+            last = f"HTTP {status}"
             self.stats["retries"] += 1
-            wait = parse_retry_after(resp.headers.get("Retry-After")) if resp.status_code in (429, 503) else None
-            if resp.status_code == 429:
+            retry_after = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+            wait = parse_retry_after(retry_after) if status in (429, 503) else None
+            if status == 429:
                 self.stats["throttled"] += 1
+            if wait is not None and wait > self.max_retry_after_s:
+                raise SourceUnreachable(f"{self.system}.{self.table}: {self._where(params)} asks to wait {wait:,.0f} s"
+                                        f" (Retry-After), more than max_retry_after_s ({self.max_retry_after_s:g} s);"
+                                        " the next retry of the run tries again")
             self._sleep(wait if wait is not None else backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
         raise SourceUnreachable(f"{self.system}.{self.table}: gave up on {without_secrets(self.base_url + self.path)} after "
                                 f"{self.max_retries + 1} attempts (last: {last})")
 
-    def _pages(self, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, params: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
+        """(request, records) of each page. A cursor met twice, a page the same as the one before or more
+        than `max_pages` pages end the read with a `SourceError`: a load never pages forever."""
         cursor, page = None, 1
-        while True:
+        cursors: set[str] = set()
+        previous = None
+        for n in range(self.max_pages + 1):
+            if n == self.max_pages:
+                raise SourceError(f"{self.system}.{self.table}: more than {self.max_pages:,} pages (max_pages); "
+                                  "the API's pagination does not end")
             q = dict(params)
             if self.pagination == "cursor" and cursor is not None:
                 q[self.cursor_param] = cursor
@@ -177,35 +231,65 @@ class HttpSource(Source):
             body = self._get(q)
             records = body.get(self.records_key)
             if not isinstance(records, list):
-                raise SourceError(f"{self.system}.{self.table}: response has no list under {self.records_key!r}")
+                raise SourceError(f"{self.system}.{self.table}: the answer to {self._where(q)} has no list under "
+                                  f"{self.records_key!r}")
+            digest = hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode(
+                "utf-8", "surrogatepass")).digest() if records else None
+            if digest is not None and digest == previous:
+                raise SourceError(f"{self.system}.{self.table}: {self._where(q)} answered the same records as the "
+                                  "page before; the API's pagination does not move on")
+            previous = digest
             self.stats["pages"] += 1
-            yield records
+            yield self._where(q), records
             if self.pagination == "cursor":
-                cursor = body.get(self.next_key)
-                if not cursor:
+                nxt = body.get(self.next_key)
+                if not nxt:
                     return
+                cursor = str(nxt)
+                if cursor in cursors:
+                    raise SourceError(f"{self.system}.{self.table}: the API returned cursor {cursor[:40]!r} a second "
+                                      "time; its pagination loops")
+                cursors.add(cursor)
             else:
                 if not records:
                     return
                 page += 1
 
     def columns(self) -> list[str] | None:
-        first = next(self._pages({self.limit_param: 1}), [])
-        return sorted(first[0]) if first else None  # an empty source says nothing about its columns
+        for _, records in self._pages({self.limit_param: 1}):
+            first = next((r for r in records if isinstance(r, dict)), None)
+            return sorted(first) if first else None  # an empty source says nothing about its columns
+        return None
+
+    def malformed(self) -> list[Malformed]:
+        return list(self._malformed)
+
+    def columns_seen(self) -> set[str] | None:
+        return set(self._seen)
 
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
         params = {self.since_param: low.isoformat(), self.until_param: high.isoformat(),
                   self.limit_param: self.page_size}
+        schema = pa.schema([(c, pa.string()) for c in columns])
+        self._malformed, self._seen = [], set()
         buf: list[dict[str, Any]] = []
-        for records in self._pages(params):
-            for rec in records:
+        for request, records in self._pages(params):
+            for i, rec in enumerate(records):
                 # The API's window is advisory: keep exactly low <(=) token < high here.
-                if outside(parse_token(rec.get(token)), low, low_inclusive, high):
+                if isinstance(rec, dict) and outside(parse_token(rec.get(token)), low, low_inclusive, high):
                     continue
+                why = ("a record that is not a JSON object" if not isinstance(rec, dict)
+                       else "a string that is not valid Unicode (a lone surrogate)"
+                       if self._escapes and has_surrogates(rec) else None)
+                if why is not None:  # dead-lettered by the loader, located by request and position
+                    raw = json.dumps(rec, default=str).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                    self._malformed.append(Malformed(request, i + 1, why, raw))
+                    continue
+                self._seen.update(rec)
                 buf.append({c: as_text(rec.get(c)) for c in columns})
                 if len(buf) >= chunk_rows:
-                    yield pa.Table.from_pylist(buf, schema=pa.schema([(c, pa.string()) for c in columns]))
+                    yield pa.Table.from_pylist(buf, schema=schema)
                     buf = []
         if buf:
-            yield pa.Table.from_pylist(buf, schema=pa.schema([(c, pa.string()) for c in columns]))
+            yield pa.Table.from_pylist(buf, schema=schema)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from assets.loading.warehouse import WarehouseURL, ident
@@ -37,6 +38,18 @@ def _rebatch(tables: Iterator[pa.Table | pa.RecordBatch], rows: int) -> Iterator
         yield pa.concat_tables(pending)
 
 
+def _in_window(tokens: pa.ChunkedArray, low: datetime, low_inclusive: bool, high: datetime) -> pa.Array:
+    """Rows whose text token, read as the loader reads it, lies in the window; and every row whose token
+    cannot be read (the contract dead-letters it instead of it never being seen)."""
+    from expectations.rules import coerce_column
+
+    typed, _ = coerce_column(tokens, pa.timestamp("us"))
+    lo = pa.scalar(low, typed.type)
+    above = pc.greater_equal(typed, lo) if low_inclusive else pc.greater(typed, lo)
+    inside = pc.and_(above, pc.less(typed, pa.scalar(high, typed.type)))
+    return pc.fill_null(inside, True)
+
+
 class SqlSource(Source):
     """A table (or view), or a query, in a SQL database. URL forms: duckdb:///PATH,
     postgresql+psycopg2://..., or any SQLAlchemy URL. A `query` is read as a subquery, the change-token
@@ -53,6 +66,8 @@ class SqlSource(Source):
             q = query.strip().rstrip(";")
             if "?" in q:
                 raise ValueError(f"{system}.{table}: a source query may not contain '?'")
+            if ";" in q:
+                raise ValueError(f"{system}.{table}: a source query is one SELECT statement (no ';')")
             self._qualified = f"({q}) AS meshline_source"
         else:
             schema, _, name = table.rpartition(".")
@@ -92,6 +107,7 @@ class SqlSource(Source):
                 import psycopg2
 
                 conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn, connect_timeout=10)
+                conn.set_session(readonly=True)  # a source is read, never written
             else:
                 import sqlalchemy as sa
 
@@ -125,13 +141,43 @@ class SqlSource(Source):
     def extract(self, columns: Sequence[str], token: str, low: datetime, low_inclusive: bool,
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
         cols = ", ".join(ident(c) for c in columns)
-        sql = f"SELECT {cols} FROM {self._qualified} WHERE {self._where(token, low_inclusive)}"
-        if self.dialect == "duckdb":
-            yield from self._extract_duckdb(sql, (low, high), chunk_rows)
-        elif self.dialect == "postgres":
-            yield from self._extract_postgres(sql, (low, high), list(columns), chunk_rows)
+        textual = token in columns and self._token_is_text(token)
+        if textual:  # the database cannot compare text with a timestamp: the window is applied as read
+            sql, params = f"SELECT {cols} FROM {self._qualified}", ()
         else:
-            yield from self._extract_sqlalchemy(sql, (low, high), chunk_rows)
+            sql, params = f"SELECT {cols} FROM {self._qualified} WHERE {self._where(token, low_inclusive)}", (low, high)
+        if self.dialect == "duckdb":
+            chunks = self._extract_duckdb(sql, params, chunk_rows)
+        elif self.dialect == "postgres":
+            chunks = self._extract_postgres(sql, params, list(columns), chunk_rows)
+        else:
+            chunks = self._extract_sqlalchemy(sql, params, chunk_rows)
+        if not textual:
+            yield from chunks
+            return
+        for chunk in chunks:
+            kept = chunk.filter(_in_window(chunk.column(token), low, low_inclusive, high))
+            if kept.num_rows:
+                yield kept
+
+    def _token_is_text(self, token: str) -> bool:
+        """Whether the change-token column holds text (a DuckDB VARCHAR, a Postgres text or varchar)."""
+        sql = f"SELECT {ident(token)} FROM {self._qualified} WHERE 1 = 0"
+        if self.dialect == "duckdb":
+            import duckdb
+
+            with duckdb.connect(str(WarehouseURL.parse(self.url).path), read_only=True) as con:
+                return str(con.execute(sql).description[0][1]).upper() in ("VARCHAR", "STRING")
+        if self.dialect == "postgres":
+            conn = self._spare
+            if conn is None or conn.closed:
+                return False  # the extract's own connection reports errors; the window is then SQL's
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                oid = cur.description[0][1]
+            conn.rollback()
+            return oid in (25, 1042, 1043)  # text, char, varchar
+        return False
 
     def _extract_duckdb(self, sql: str, params: tuple[Any, ...], chunk_rows: int) -> Iterator[pa.Table]:
         import duckdb
@@ -151,6 +197,7 @@ class SqlSource(Source):
         conn, self._spare = self._spare, None
         if conn is None or conn.closed:
             conn = psycopg2.connect(WarehouseURL.parse(self.url).dsn)
+            conn.set_session(readonly=True)
         cur = conn.cursor()
         copy_sql = cur.mogrify(f"COPY ({sql.replace('%', '%%').replace('?', '%s')}) TO STDOUT WITH (FORMAT csv)",
                                params).decode()
@@ -170,7 +217,8 @@ class SqlSource(Source):
             with os.fdopen(rfd, "rb", buffering=1 << 20) as r:
                 reader = pacsv.open_csv(
                     r,
-                    read_options=pacsv.ReadOptions(column_names=columns, block_size=2 << 20),
+                    read_options=pacsv.ReadOptions(column_names=columns, block_size=16 << 20),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),  # text may hold line breaks
                     convert_options=pacsv.ConvertOptions(
                         column_types={c: pa.string() for c in columns},
                         strings_can_be_null=True, quoted_strings_can_be_null=False),

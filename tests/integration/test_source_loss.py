@@ -20,13 +20,17 @@ from expectations.reasons import SourceUnreachable
 pytestmark = pytest.mark.postgres
 
 DAY = datetime(2026, 3, 10)
-# The extract's first row ends its own connection, once: nextval is not rolled back with the COPY.
+# The extract's first row ends its own connection, once: a fuse connection holds advisory lock 4242;
+# the first reader, finding it held, ends the fuse and itself (sources are read in read-only
+# transactions, so the fuse is a lock, never a write).
 DIES_ONCE = """
 CREATE SCHEMA src;
-CREATE SEQUENCE src.reads;
 CREATE FUNCTION src.first_read_dies() RETURNS boolean AS $$
 BEGIN
-    IF nextval('src.reads') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+    IF NOT pg_try_advisory_lock_shared(4242) THEN
+        PERFORM pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted;
+        PERFORM pg_terminate_backend(pg_backend_pid());
+    END IF;
     RETURN true;
 END $$ LANGUAGE plpgsql VOLATILE;
 CREATE TABLE src.marketing_leads AS SELECT g::BIGINT AS row_id, g::BIGINT AS lead_id,
@@ -39,10 +43,16 @@ QUERY = "SELECT * FROM src.marketing_leads WHERE src.first_read_dies()"
 
 @pytest.fixture
 def dying_source(pg_url):
-    with psycopg2.connect(pg_url.replace("postgresql+psycopg2://", "postgresql://")) as conn, conn.cursor() as cur:
+    dsn = pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(DIES_ONCE)
     conn.close()
-    return pg_url
+    fuse = psycopg2.connect(dsn)
+    fuse.autocommit = True
+    with fuse.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(4242)")
+    yield pg_url
+    fuse.close()
 
 
 def test_a_connection_lost_mid_extract_is_unreachable_and_names_the_boundary(dying_source):
