@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from assets.remediation.compensation import BACKOFF_BASE, MAX_ATTEMPTS, plan_compensation
-from assets.remediation.paging import escalate_incidents, page_dead_letters, page_exhausted
+from assets.remediation.paging import escalate_incidents, page_dead_letters, page_exhausted, resend_failed
 from assets.resources import NotifierResource, WarehouseResource
 from expectations.contract import Contract
 
@@ -48,7 +48,9 @@ def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict[str, 
         wh, pager = warehouse.get(), notifier.get()
         pages = page_dead_letters(wh, list(contracts.values()), pager)
         pages += escalate_incidents(wh, contracts, pager)
+        resent = resend_failed(wh, pager, budget_s=20)
         sent = [p for p in pages if p["status"] == "sent"]
-        return dg.SkipReason(f"{len(sent)} page(s) sent, {len(pages) - len(sent)} suppressed or failed")
+        return dg.SkipReason(f"{len(sent)} page(s) sent, {len(pages) - len(sent)} suppressed or failed; "
+                             f"{resent['sent']} failed page(s) resent, {resent['failed']} still failing")
 
     return [compensating_backfill, dead_letter_pager]

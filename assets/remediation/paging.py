@@ -15,6 +15,7 @@ few HMAC-redacted sample keys; it holds no record values.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,6 +100,37 @@ def _last_sent(s: Tx, contract: str, kind: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
+def resend_failed(wh: Warehouse, notifier: Notifier, *, budget_s: float = 40.0, at: datetime | None = None
+                  ) -> dict[str, int]:
+    """Send again every exhausted-remediation page that failed (dead-letter and incident pages are
+    re-evaluated by their own tick). Pages are tried oldest first until `budget_s` is spent; what is left
+    stays failed for the next tick. Returns {"sent", "failed"} of this call."""
+    import json
+
+    at = at or now()
+    until = time.monotonic() + budget_s
+    with wh.transaction() as tx:
+        ensure(tx)
+        rows = tx.query(f"SELECT alert_id, contract, payload FROM {META_SCHEMA}.alerts WHERE status = 'failed'"
+                        " AND kind = 'remediation_exhausted' ORDER BY sent_at")
+    out = {"sent": 0, "failed": 0}
+    for alert_id, contract, payload in rows:
+        if time.monotonic() > until:
+            break
+        page = {k: v for k, v in json.loads(payload).items() if k != "error"}
+        try:
+            notifier.send(page)
+        except NotifyError:
+            out["failed"] += 1
+            continue
+        with wh.transaction() as tx:
+            tx.execute(f"UPDATE {META_SCHEMA}.alerts SET status = 'sent', sent_at = ? WHERE alert_id = ?", (at, alert_id))
+            audit(tx, "meshline", "page.resent", contract, {"kind": "remediation_exhausted", "alert_id": alert_id,
+                                                             "notifier": notifier.name}, at)
+        out["sent"] += 1
+    return out
+
+
 def _record(wh: Warehouse, contract: str, kind: str, start: datetime, end: datetime, count: int, rate: float, status: str, notifier: Notifier,
             page: dict[str, Any], at: datetime) -> None:
     import json
@@ -176,8 +208,9 @@ def escalate_incidents(wh: Warehouse, contracts: dict[str, Contract], notifier: 
             notifier.send(page)
         except NotifyError as exc:
             status, page["error"] = "failed", str(exc)
-        with wh.transaction() as tx:
-            tx.execute(f"UPDATE {META_SCHEMA}.incidents SET escalated_at = ? WHERE incident_id = ?", (at, iid))
+        if status == "sent":  # a failed page leaves the incident unescalated: the next tick pages again
+            with wh.transaction() as tx:
+                tx.execute(f"UPDATE {META_SCHEMA}.incidents SET escalated_at = ? WHERE incident_id = ?", (at, iid))
         _record(wh, cname, "incident_escalation", opened, at, 0, 0.0, status, notifier, page, at)
         out.append({"incident_id": iid, "status": status, "page": page})
     return out

@@ -142,6 +142,7 @@ class SqlSource(Source):
                 high: datetime, chunk_rows: int) -> Iterator[pa.Table]:
         cols = ", ".join(ident(c) for c in columns)
         textual = token in columns and self._token_is_text(token)
+        params: tuple[Any, ...]
         if textual:  # the database cannot compare text with a timestamp: the window is applied as read
             sql, params = f"SELECT {cols} FROM {self._qualified}", ()
         else:
