@@ -72,6 +72,9 @@ class Boundary:
     source: dict[str, Any]
     volume_tolerance: float = 0.5
     deadline_minutes: float = 60.0  # a load still running then is stopped and rolled back
+    # Source keys written as `${VAR}` references: the Dagster resource keeps the reference, not the value,
+    # so a password in a source URL never reaches Dagster's configuration API.
+    source_refs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,9 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
                                         contract_version=b.get("contract_version"),
                                         lookback_hours=float(b.get("lookback_hours", 6)), source=src,
                                         volume_tolerance=float(b.get("volume_tolerance", 0.5)),
-                                        deadline_minutes=float(b.get("deadline_minutes", 60)))
+                                        deadline_minutes=float(b.get("deadline_minutes", 60)),
+                                        source_refs={k: v for k, v in b["source"].items()
+                                                     if isinstance(v, str) and _ENV.search(v)})
     config = Config(path=path, boundaries=boundaries, operations=operations)
     _check_contracts(config, fail)
     return config
@@ -301,8 +306,29 @@ def sandbox_sources(sandbox_dir: Path) -> dict[str, dict[str, str]]:
 SANDBOX_KEYS = ("url", "base_url", "folder")
 
 
-def source_specs(sandbox_dir: Path, config: Config) -> dict[str, dict[str, Any]]:
-    """Each boundary's source spec from meshline.yaml, with `sandbox` resolved."""
+def expand_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
+    """`${VAR}` and `${VAR:-default}` in a string replaced from the environment (at run time, where a
+    source spec kept its references)."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    import os
+
+    env = os.environ if env is None else env
+
+    def sub(m: re.Match[str]) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in env:
+            return env[var]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {var} is not set (and has no :-default)")
+
+    return _ENV.sub(sub, value)
+
+
+def source_specs(sandbox_dir: Path, config: Config, *, references: bool = False) -> dict[str, dict[str, Any]]:
+    """Each boundary's source spec from meshline.yaml, with `sandbox` resolved. With `references`, a value
+    meshline.yaml takes from the environment stays a `${VAR}` reference (resolved by `build_source`)."""
     sandbox = sandbox_sources(sandbox_dir)
     specs = {}
     for b in config.boundaries.values():
@@ -319,5 +345,7 @@ def source_specs(sandbox_dir: Path, config: Config) -> dict[str, dict[str, Any]]
             spec[key] = sim[key]
             if key == "base_url":
                 spec["sandbox_db"] = sim["sandbox_db"]
+        if references:
+            spec.update({k: ref for k, ref in b.source_refs.items() if spec.get(k) == b.source.get(k)})
         specs[b.name] = spec
     return specs

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assets.loading.redaction import DEV_KEY
+from assets.loading.redaction import DEV_KEY, without_secrets
 from expectations.reasons import LoadError
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ class WarehouseURL:
             if u.password:
                 parts.append(f"password={u.password}")
             return WarehouseURL("postgres", dsn=" ".join(parts), url=url)
-        raise ValueError(f"unsupported warehouse URL {url!r}: use duckdb:///PATH or postgresql+psycopg2://...")
+        raise ValueError(f"unsupported warehouse URL {without_secrets(url)!r}: use duckdb:///PATH or "
+                         "postgresql+psycopg2://...")
 
 
 class Stage:

@@ -12,6 +12,9 @@ __all__ = ["FileDropSource", "HttpSource", "Malformed", "Source", "SqlSource", "
 
 def build_source(spec: dict[str, Any], *, system: str, table: str) -> Source:
     """A source from its configuration (meshline.yaml's `source:` block, env references resolved)."""
+    from assets.config import expand_env
+
+    spec = {k: expand_env(v) for k, v in spec.items()}
     kind = spec.get("kind", "sql")
     opts = {k: v for k, v in spec.items() if k not in ("kind", "sandbox_db")}
     if kind == "http" and opts.get("base_url") == "sandbox" and spec.get("sandbox_db"):

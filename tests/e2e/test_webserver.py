@@ -3,6 +3,7 @@ edges are visible through its GraphQL API."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -26,7 +27,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_webserver_shows_every_asset_and_the_lineage(home, tmp_path):
+RESOURCES = """{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+  ... on RepositoryLocation { repositories { allTopLevelResourceDetails {
+    name configuredValues { key value type } } } } } } } } }"""
+SECRETS = {"MESHLINE_ALERT_WEBHOOK_URL": "https://hooks.example/services/T0/B0/WEBHOOKSECRET0001",
+           "MESHLINE_SOURCE_CRM_URL": "postgresql+psycopg2://crm:SOURCEPASSWORD0001@127.0.0.1:5432/crm"}
+
+
+def test_webserver_shows_every_asset_and_the_lineage_and_no_secret(home, tmp_path, monkeypatch):
+    """...and its configuration API names the environment variables secrets come from, never their values
+    (the webserver has no authentication)."""
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
     settings = Settings.from_env()
     env = {**os.environ, "DAGSTER_HOME": str(settings.ensure_local_dagster_home())}
     port = _free_port()
@@ -56,6 +68,15 @@ def test_webserver_shows_every_asset_and_the_lineage(home, tmp_path):
         assert "raw/marketing_leads" in deps["staging/stg_marketing_leads"]
         assert "raw/crm_leads" in deps["staging/stg_crm_leads"]
         assert {"staging/stg_marketing_leads", "staging/stg_crm_leads"} <= deps["marts/lead_handoff"]
+        answer = httpx.post(f"{url}/graphql", json={"query": RESOURCES}, timeout=30).text
+        resources = json.loads(answer)["data"]["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]
+        values = {(r["name"], v["key"]): (v["type"], v["value"]) for r in resources["repositories"][0][
+            "allTopLevelResourceDetails"] for v in r["configuredValues"]}
+        assert values[("notifier", "url")] == ("ENV_VAR", "MESHLINE_ALERT_WEBHOOK_URL")
+        assert values[("warehouse", "redaction_key")] == ("ENV_VAR", "MESHLINE_REDACTION_KEY")
+        assert "${MESHLINE_SOURCE_CRM_URL" in values[("sources", "boundaries")][1]
+        for secret in [*SECRETS.values(), os.environ["MESHLINE_REDACTION_KEY"], "SOURCEPASSWORD0001"]:
+            assert secret not in answer
         # bound to loopback only
         addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
         for addr in addrs - {"127.0.0.1"} if not addrs <= {"127.0.0.1"} else []:
