@@ -122,16 +122,23 @@ class Settings:
             raise ValueError(f"MESHLINE_REDACTION_KEY: a Postgres warehouse needs a redaction key of at least "
                              f"{MIN_REDACTION_KEY} characters (a random secret of your own)")
 
+    @property
+    def key(self) -> bytes:
+        """The redaction key (the development key on the embedded default): it also keys the audit chain,
+        so every connection that writes or verifies audit rows uses it."""
+        from assets.loading.redaction import DEV_KEY
+
+        return (self.redaction_key or DEV_KEY).encode()
+
     def warehouse(self, config: Config | None = None) -> Warehouse:
         """The warehouse, with meshline.yaml's `warehouse:` options and the redaction key."""
-        from assets.loading.redaction import DEV_KEY
         from assets.loading.warehouse import Warehouse
 
         self.check_redaction_key()
         opts = (config or self.config()).warehouse
         return Warehouse(self.warehouse_url, duckdb_memory_limit=opts.duckdb_memory_limit,
                          connect_attempts=opts.connect_attempts,
-                         redaction_key=(self.redaction_key or DEV_KEY).encode())
+                         redaction_key=self.key)
 
     def dbt_profiles_dir(self) -> Path:
         """A dbt profiles.yml for this warehouse under MESHLINE_HOME (owner-only: it holds the connection),

@@ -39,7 +39,7 @@ class Context:
         self.contracts = {b.name: reg.get(b.contract, b.contract_version) for b in self.config.boundaries.values()}
         self.flows = sorted({b.flow for b in self.config.boundaries.values()})
         # not settings.warehouse(): the audit reads, and reports a missing redaction key as item 12
-        self.wh = Warehouse(settings.warehouse_url)
+        self.wh = Warehouse(settings.warehouse_url, redaction_key=settings.key)
 
     def exists(self, schema: str, table: str) -> bool:
         return self.wh.table_exists(schema, table)

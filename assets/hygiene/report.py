@@ -148,7 +148,7 @@ def write_report(settings: Settings, out: Path) -> Path:
     from assets.loading import Warehouse
     from assets.remediation.state import now
 
-    wh = Warehouse(settings.warehouse_url)
+    wh = Warehouse(settings.warehouse_url, redaction_key=settings.key)
     plots = gather(wh)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

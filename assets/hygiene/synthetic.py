@@ -361,7 +361,7 @@ def prune(settings: Settings, *, instance: dg.DagsterInstance | None = None, day
         raise ValueError("the synthetic retention must be at least one day")
     at = at or now()
     cutoff = at - timedelta(days=days)
-    wh = Warehouse(settings.warehouse_url)
+    wh = Warehouse(settings.warehouse_url, redaction_key=settings.key)
     with wh.transaction() as tx:
         ensure(tx)
         tx.execute(RESULTS_DDL)

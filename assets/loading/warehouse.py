@@ -152,9 +152,10 @@ class Stage:
 class Tx:
     """One open transaction (or autocommit session) on the warehouse."""
 
-    def __init__(self, dialect: str, conn: Any, scratch: Path | None = None):
+    def __init__(self, dialect: str, conn: Any, scratch: Path | None = None, key: bytes = DEV_KEY.encode()):
         self.dialect = dialect
         self.conn = conn
+        self.key = key  # the warehouse's redaction key: what the audit chain is keyed by
         self._cur = conn.cursor() if dialect == "postgres" else conn
         self._scratch = scratch
         self._on_close: list[Any] = []
@@ -329,7 +330,7 @@ class Warehouse:
         except BaseException:
             conn.close()
             raise
-        return Tx(self.dialect, conn, self._scratch())
+        return Tx(self.dialect, conn, self._scratch(), self.redaction_key)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -359,7 +360,7 @@ class Warehouse:
         try:
             if self.dialect == "postgres":
                 conn.autocommit = True
-            tx = Tx(self.dialect, conn, self._scratch())
+            tx = Tx(self.dialect, conn, self._scratch(), self.redaction_key)
             try:
                 yield tx
             finally:

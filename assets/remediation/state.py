@@ -16,6 +16,7 @@ runs, alerts and the audit log. Everything here is plain SQL over `meshline.*`, 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ DDL = [
         row_hash TEXT NOT NULL,
         pruned_at TIMESTAMP NOT NULL
     )""",
+    f"ALTER TABLE {META_SCHEMA}.audit_log_anchor ADD COLUMN IF NOT EXISTS anchor_mac TEXT",
     f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.audit_log (
         seq BIGINT PRIMARY KEY,
         logged_at TIMESTAMP NOT NULL,
@@ -203,9 +205,25 @@ def mttr(wh: Warehouse) -> list[tuple[str, str, int, float | None]]:
             " WHERE status = 'resolved' GROUP BY contract, severity ORDER BY contract, severity")]
 
 
-def _row_hash(prev: str, seq: int, at: datetime, actor: str, action: str, target: str, details: str) -> str:
-    body = json.dumps([prev, seq, at.isoformat(), actor, action, target, details], separators=(",", ":"))
-    return hashlib.sha256(body.encode()).hexdigest()
+KEYED = "k1:"  # a row hash that is an HMAC under the audit key (older rows hold a bare SHA-256)
+
+
+def audit_key(tx: Tx) -> bytes:
+    """The audit chain's key, derived from the redaction key: a secret that lives outside the database,
+    so rows edited, cut or recomputed in the database cannot be given matching hashes."""
+    return hmac.digest(tx.key, b"meshline audit log v1", "sha256")
+
+
+def _row_hash(prev: str, seq: int, at: datetime, actor: str, action: str, target: str, details: str,
+              key: bytes | None) -> str:
+    body = json.dumps([prev, seq, at.isoformat(), actor, action, target, details], separators=(",", ":")).encode()
+    if key is None:  # how rows were hashed before the chain was keyed; verified, never written
+        return hashlib.sha256(body).hexdigest()
+    return KEYED + hmac.digest(key, body, "sha256").hex()
+
+
+def _anchor_mac(key: bytes, seq: int, row_hash: str) -> str:
+    return hmac.digest(key, f"anchor|{seq}|{row_hash}".encode(), "sha256").hex()
 
 
 def audit(tx: Tx, actor: str, action: str, target: str, details: dict[str, Any], at: datetime | None = None) -> None:
@@ -218,7 +236,8 @@ def audit(tx: Tx, actor: str, action: str, target: str, details: dict[str, Any],
     text = json.dumps(details, sort_keys=True, default=str)
     tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log (seq, logged_at, actor, action, target, details, prev_hash, row_hash)"
                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               (seq, at, actor, action, target, text, prev, _row_hash(prev, seq, at, actor, action, target, text)))
+               (seq, at, actor, action, target, text, prev,
+                _row_hash(prev, seq, at, actor, action, target, text, audit_key(tx))))
 
 
 def prune_audit_log(wh: Warehouse, days: int, actor: str, at: datetime | None = None) -> int:
@@ -239,28 +258,64 @@ def prune_audit_log(wh: Warehouse, days: int, actor: str, at: datetime | None = 
         n = tx.scalar(f"SELECT count(*) FROM {META_SCHEMA}.audit_log WHERE seq <= ?", (seq,))
         tx.execute(f"DELETE FROM {META_SCHEMA}.audit_log WHERE seq <= ?", (seq,))
         tx.execute(f"DELETE FROM {META_SCHEMA}.audit_log_anchor WHERE anchor_id = 1")
-        tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log_anchor (anchor_id, seq, row_hash, pruned_at) VALUES (1, ?, ?, ?)",
-                   (seq, row_hash, at))
+        tx.execute(f"INSERT INTO {META_SCHEMA}.audit_log_anchor (anchor_id, seq, row_hash, pruned_at, anchor_mac)"
+                   " VALUES (1, ?, ?, ?, ?)", (seq, row_hash, at, _anchor_mac(audit_key(tx), seq, row_hash)))
         audit(tx, actor, "audit_log.prune", "meshline.audit_log", {"rows": int(n), "through_seq": int(seq),
                                                                     "retention_days": days}, at)
     return int(n)
 
 
-def verify_audit_log(wh: Warehouse) -> list[str]:
-    """Problems with the chain (an edited, deleted or reordered row); empty when intact."""
+def audit_head(wh: Warehouse) -> str | None:
+    """`<seq>:<row hash>` of the newest audit row: kept outside the warehouse, it lets `verify_audit_log`
+    notice the newest rows being cut (a chain's own hashes cannot)."""
     with wh.transaction() as tx:
         ensure(tx)
+        last = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log ORDER BY seq DESC LIMIT 1")
+    return f"{last[0][0]}:{last[0][1]}" if last else None
+
+
+def verify_audit_log(wh: Warehouse, head: str | None = None) -> list[str]:
+    """Problems with the chain (an edited, deleted, reordered or recomputed row, a forged anchor; with a
+    `head` exported earlier, newest rows cut); empty when intact."""
+    with wh.transaction() as tx:
+        ensure(tx)
+        key = audit_key(tx)
         rows = tx.query(f"SELECT seq, logged_at, actor, action, target, details, prev_hash, row_hash FROM"
                         f" {META_SCHEMA}.audit_log ORDER BY seq")
-        anchor = tx.query(f"SELECT seq, row_hash FROM {META_SCHEMA}.audit_log_anchor WHERE anchor_id = 1")
+        anchor = tx.query(f"SELECT seq, row_hash, anchor_mac FROM {META_SCHEMA}.audit_log_anchor WHERE anchor_id = 1")
     problems = []
+    if anchor and not hmac.compare_digest(anchor[0][2] or "", _anchor_mac(key, anchor[0][0], anchor[0][1])):
+        problems.append(f"anchor (seq {anchor[0][0]}): not written by Meshline's pruning (forged or edited)")
     prev, expect_seq = (anchor[0][1], anchor[0][0] + 1) if anchor else (GENESIS, 1)
+    keyed_seen = False
     for seq, at, actor, action, target, details, prev_hash, row_hash in rows:
         if seq != expect_seq:
             problems.append(f"row {seq}: expected seq {expect_seq} (a row was deleted)")
         if prev_hash != prev:
             problems.append(f"row {seq}: does not follow the row before it (deleted or reordered)")
-        if _row_hash(prev_hash, seq, at, actor, action, target, details) != row_hash:
-            problems.append(f"row {seq}: content does not match its hash (edited)")
+        keyed = row_hash.startswith(KEYED)
+        if keyed_seen and not keyed:
+            problems.append(f"row {seq}: an unkeyed hash after keyed rows (recomputed without the key)")
+        keyed_seen = keyed_seen or keyed
+        if not hmac.compare_digest(_row_hash(prev_hash, seq, at, actor, action, target, details,
+                                             key if keyed else None), row_hash):
+            problems.append(f"row {seq}: content does not match its hash (edited, or recomputed without the key)")
         prev, expect_seq = row_hash, seq + 1
+    if head is not None:
+        problems += _check_head(head, rows, anchor)
     return problems
+
+
+def _check_head(head: str, rows: list[Any], anchor: list[Any]) -> list[str]:
+    seq_text, _, want = head.partition(":")
+    if not seq_text.isdigit() or not want:
+        return [f"head {head!r}: expected <seq>:<hash>, as `meshline audit-log head` prints it"]
+    seq = int(seq_text)
+    found = {r[0]: r[7] for r in rows}
+    if seq in found:
+        return [] if hmac.compare_digest(found[seq], want) else [f"row {seq}: differs from the exported head"]
+    if anchor and seq == anchor[0][0]:
+        return [] if hmac.compare_digest(anchor[0][1], want) else [f"row {seq}: differs from the exported head"]
+    if anchor and seq < anchor[0][0]:
+        return []  # pruned by retention since the head was exported; the anchor carries the chain on
+    return [f"row {seq} (the exported head) is missing: the newest rows were cut"]

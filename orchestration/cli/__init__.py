@@ -17,7 +17,7 @@ commands:
   contracts  list | show NAME | test | diff OLD NEW | compile | publish | docs
   dlq        list | show ID | replay | resolve ID --note TEXT: the dead-letter queue
   incidents  open and recent incidents, and MTTR per contract and severity
-  audit-log  verify | prune: the hash-chained audit log
+  audit-log  verify | head | prune: the keyed, hash-chained audit log
   synthetic  run | prune: a synthetic end-to-end run scoring every failure mode
   report     --out PATH: one static HTML file with the hygiene plots, readable offline
   audit      the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)

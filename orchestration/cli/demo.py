@@ -248,7 +248,7 @@ def _scorecard(settings: Settings) -> dict[str, dict[str, Any]]:
 def _query(settings: Settings, sql: str) -> list[tuple]:
     from assets.loading.warehouse import Warehouse
 
-    with Warehouse(settings.warehouse_url).session() as s:
+    with Warehouse(settings.warehouse_url, redaction_key=settings.key).session() as s:
         return [tuple(r) for r in s.query(sql)]
 
 

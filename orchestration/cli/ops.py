@@ -97,7 +97,7 @@ def dlq(argv: list[str]) -> int:
     rs.add_argument("--note", required=True, help="why (kept in the dead letter and the audit log)")
     args = p.parse_args(argv)
     settings = Settings.from_env()
-    wh = Warehouse(settings.warehouse_url)
+    wh = Warehouse(settings.warehouse_url, redaction_key=settings.key)
     try:
         if args.cmd == "list":
             f = _make_filters(args, None if args.status == "any" else args.status)
@@ -196,12 +196,16 @@ def _dur(minutes: float) -> str:
 
 
 def audit_log(argv: list[str]) -> int:
-    from assets.remediation.state import prune_audit_log, verify_audit_log
+    from assets.remediation.state import audit_head, prune_audit_log, verify_audit_log
 
     p = argparse.ArgumentParser(prog="meshline audit-log", description=(
-        "The append-only audit log (meshline.audit_log): each row carries the SHA-256 of the row before it."))
+        "The append-only audit log (meshline.audit_log): each row carries an HMAC, keyed by a secret derived "
+        "from MESHLINE_REDACTION_KEY, of itself and the row before it."))
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("verify", help="exit 1 when a row was edited, deleted or reordered")
+    ver = sub.add_parser("verify", help="exit 1 when a row was edited, deleted, reordered or recomputed")
+    ver.add_argument("--head", help="a head printed earlier by `meshline audit-log head`: also exit 1 when the "
+                                    "rows up to it were cut")
+    sub.add_parser("head", help="print the newest row's <seq>:<hash>; keep it outside the warehouse")
     pr = sub.add_parser("prune", help="delete rows older than the retention, keeping the chain verifiable")
     pr.add_argument("--days", type=int, help="retention in days, 90..365 (default: meshline.yaml's "
                                              "retention.audit_days, else 365)")
@@ -210,8 +214,12 @@ def audit_log(argv: list[str]) -> int:
     config = settings.config()
     wh = settings.warehouse(config)
     try:
+        if args.cmd == "head":
+            head = audit_head(wh)
+            print(head or "the audit log is empty")
+            return 0 if head else 1
         if args.cmd == "verify":
-            problems = verify_audit_log(wh)
+            problems = verify_audit_log(wh, head=args.head)
             with wh.session() as s:
                 n = s.scalar("SELECT count(*) FROM meshline.audit_log")
             if problems:
