@@ -88,7 +88,7 @@ def _recompute_unkeyed(wh, from_seq: int) -> None:
         rows = tx.query("SELECT seq, logged_at, actor, action, target, details, prev_hash FROM meshline.audit_log"
                         " ORDER BY seq")
         prev = None
-        for seq, at, actor, action, target, details, prev_hash in rows:
+        for seq, at, actor, action, target, details, _prev_hash in rows:
             if seq < from_seq:
                 prev = tx.scalar("SELECT row_hash FROM meshline.audit_log WHERE seq = ?", (seq,))
                 continue
