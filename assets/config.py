@@ -56,7 +56,9 @@ OPERATION_KEYS: dict[str, dict[str, Any]] = {
     "alerts": {"format": str},
     "remediation": {"compensation": bool, "sensor_interval_s": int},
     "retention": {"synthetic_days": int, "audit_days": int, "operational_days": int},
+    "executor": {"kind": str, "max_concurrent": int},
 }
+EXECUTORS = ("multiprocess", "celery")
 AUDIT_RETENTION_DAYS = (90, 365)  # the range the audit log's retention may be set in
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
                  "volume_tolerance": (int, float), "deadline_minutes": (int, float), "source": dict}
@@ -95,6 +97,8 @@ class Operations:
     synthetic_retention_days: int = 90
     audit_retention_days: int = 365
     operational_retention_days: int = 90  # check results, load log, alerts, resolved records, hygiene runs
+    executor: str = "multiprocess"  # multiprocess (one machine) | celery (steps on Celery workers)
+    max_concurrent: int = 0  # steps of one run at once, multiprocess only (0: one per CPU)
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,14 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
     lo, hi = AUDIT_RETENTION_DAYS
     if not lo <= audit <= hi:
         raise fail(("retention", "audit_days"), f"expected {lo} to {hi} days, got {audit}")
+    kind = blocks["executor"].get("kind", Operations.executor)
+    if kind not in EXECUTORS:
+        raise fail(("executor", "kind"), f"expected one of {', '.join(EXECUTORS)}, got {kind!r}")
+    concurrent = blocks["executor"].get("max_concurrent", Operations.max_concurrent)
+    if not 0 <= concurrent <= 256:
+        raise fail(("executor", "max_concurrent"), f"expected 0 to 256, got {concurrent}")
     return Operations(start_date=start, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
+                      executor=kind, max_concurrent=concurrent,
                       compensation=blocks["remediation"].get("compensation", True), sensor_interval_s=interval,
                       synthetic_retention_days=synthetic, audit_retention_days=audit,
                       operational_retention_days=operational)

@@ -66,7 +66,20 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
                    nightly_retention(prune_job, ops.operational_retention_days)],
         sensors=[run_failure_alert, *sensors],
         resources=build_resources(settings, config, project),
+        executor=executor(ops.executor, ops.max_concurrent),
     )
+
+
+def executor(kind: str, max_concurrent: int) -> dg.ExecutorDefinition:
+    """How each run's steps execute: in processes of the run's own machine, or as Celery tasks that
+    workers on other machines take from the broker (MESHLINE_CELERY_BROKER_URL, read where it is used
+    so the broker's password never enters Dagster's configuration)."""
+    if kind == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": {"env": "MESHLINE_CELERY_BROKER_URL"}, "backend": "rpc://"},
+                                          name="meshline_celery")
+    return dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}, name="meshline_multiprocess")
 
 
 @dg.definitions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ class Malformed:
     raw: str  # the raw text; the loader redacts all of it
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def has_surrogates(value: Any) -> bool:
     """True when a parsed record holds a lone UTF-16 surrogate (JSON's `"\\ud800"`): text no UTF-8 store
     can hold, so the record is malformed rather than loadable."""
@@ -39,7 +43,7 @@ def has_surrogates(value: Any) -> bool:
 def printable(text: str) -> str:
     """Text fit for UTF-8 (a file name or raw line holding undecodable bytes or lone surrogates): those
     become U+FFFD, everything else is kept."""
-    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class Source(ABC):

@@ -59,6 +59,8 @@ def test_the_project_config_loads():
     (("table: crm.leads_export", 'table: "crm.leads; DROP TABLE x"'), r":12: .*source.table: expected a table name"),
     (("flows:\n", "flows: {}\nflows:\n"), r":3: flows: duplicated key \(first at line 2\)"),
     (("version: 1\n", "version: 1\nx: &a [1, 2]\n"), r"not valid YAML: line 2: anchors and aliases"),
+    (("lookback_hours: 3", "deadline_minutes: 0"), r":6: .*deadline_minutes: expected 1 to 1440, got 0"),
+    (("version: 1\n", "version: 1\nexecutor: {kind: dask}\n"), r":2: executor.kind: expected one of multiprocess, celery"),
 ])
 def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
     path = tmp_path / "meshline.yaml"
@@ -76,6 +78,11 @@ def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, mess
     ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, timeout_s: 0}', r"timeout_s: expected 0.1 to 600"),
     ('{kind: files, folder: /tmp/landing, pattern: "../secret/*.jsonl"}', r"pattern: a file name pattern inside"),
     ('{kind: files, folder: /tmp/landing, pattern: "sub/*.jsonl"}', r"pattern: a file name pattern inside"),
+    ('{kind: sql, url: "duckdb:///x", query: "SELECT 1; COMMIT; DROP TABLE victim"}', r"query: a source query is one"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, max_pages: 0}', r"max_pages: expected 1 to"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, max_response_mb: 0}', r"max_response_mb: expected"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, request_deadline_s: .inf}', r"request_deadline_s: exp"),
+    ('{kind: http, base_url: "http://127.0.0.1:9", path: /v1/x, max_retry_after_s: -1}', r"max_retry_after_s: exp"),
 ])
 def test_source_values_that_would_fail_later_are_refused_at_load(tmp_path, source, message):
     path = tmp_path / "meshline.yaml"

@@ -283,3 +283,22 @@ def test_a_postgres_source_is_read_in_a_read_only_transaction(pg_url, tmp_path):
     with engine.begin() as c:
         assert c.execute(text("SELECT last_value, is_called FROM side_effect")).one() == (1, False)
     engine.dispose()
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_is_located(tmp_path, warehouse_url):
+    """A landing folder may hold a name no UTF-8 column can store (Latin-1 bytes from an old exporter)."""
+    import os
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    name = os.fsdecode(b"ventes-\xe9t\xe9.jsonl")
+    (folder / name).write_text(json.dumps(_rec(1)) + "\n" + "{broken\n")
+    contract = parse_contract({**_raw_contract(), "locator": "source_position",
+                               "columns": {**_raw_contract()["columns"], "source_position": {"type": "string"}}}, "c.yml")
+    wh = Warehouse(warehouse_url)
+    r = load_partition(wh, FileDropSource(folder, system="billing", table="invoices"), contract,
+                       partition_key="2026-03-01", window=WINDOW, run_id="r")
+    assert (r.rows_read, r.rows_loaded, r.rows_dead_lettered) == (2, 1, 1)
+    with wh.session() as s:
+        assert s.scalar("SELECT source_position FROM raw.api_invoices") == "ventes-\ufffdt\ufffd.jsonl:1"
+        assert s.scalar("SELECT source_locator FROM meshline.dead_letters") == "ventes-\ufffdt\ufffd.jsonl:2"

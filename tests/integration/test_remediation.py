@@ -19,7 +19,7 @@ from assets.remediation.state import CheckOutcome, now, record_check, verify_aud
 from assets.sandbox import FaultRates, LeadHandoffSandbox
 from expectations.registry import Registry
 from orchestration.sensors import build_sensors
-from tests.conftest import SIM_END
+from tests.conftest import SIM_END, TEST_REDACTION_KEY
 from tests.helpers import day_keys, materialize_day, snapshot
 
 FLOW_JOBS = {"lead_handoff": "lead_handoff_job", "quote_to_cash": "quote_to_cash_job",
@@ -55,7 +55,7 @@ def _remediation(wh, flow, part):
 def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(warehouse_url):
     from assets.resources import NotifierResource, WarehouseResource
 
-    wh = Warehouse(warehouse_url)
+    wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
     assert _fail(wh, "lead_handoff", "marketing_leads", "handoff_reconciliation", "2026-03-11") == "opened"
     _fail(wh, "lead_handoff", "marketing_leads", "volume_marketing_leads", "2026-03-11")  # same flow and day
     _fail(wh, "quote_to_cash", "crm_opportunities", "invoice_reconciliation", "2026-03-12")
@@ -66,7 +66,7 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     contracts = {n: Registry().get(n) for n in ("marketing_leads", "crm_opportunities", "product_plan_events")}
     sensor = build_sensors(FLOW_JOBS, "dbt_build_job", contracts, interval_s=30, running=True, targets=[])[0]
     instance = dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(instance=instance, resources={"warehouse": WarehouseResource(url=warehouse_url),
+    ctx = dg.build_sensor_context(instance=instance, resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
                                                                   "notifier": NotifierResource()})
     reqs = sensor(ctx)
     assert sorted((r.run_key, r.job_name, r.partition_key) for r in reqs) == [
@@ -80,7 +80,7 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     # (which Dagster launches at most once), so a tick that failed after requesting cannot lose a launch.
     _fail(wh, "lead_handoff", "marketing_leads", "handoff_reconciliation", "2026-03-11")
     ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor,
-                                   resources={"warehouse": WarehouseResource(url=warehouse_url),
+                                   resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
                                                                   "notifier": NotifierResource()})
     assert sorted(r.run_key for r in sensor(ctx2)) == sorted(r.run_key for r in reqs)
     assert _remediation(wh, "lead_handoff", "2026-03-11")[:2] == ("launched", 1)
@@ -137,7 +137,7 @@ def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_ur
     instance = dg.DagsterInstance.ephemeral()
     for key in keys + keys:  # the second pass judges each day with the CRM fully loaded
         materialize_day(warehouse_url, late_sandbox, key, instance=instance)
-    wh = Warehouse(warehouse_url)
+    wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
     with wh.session() as s:
         failing = sorted(p for (p,) in s.query(
             "SELECT partition_key FROM meshline.incidents WHERE check_name = 'handoff_reconciliation'"
@@ -209,7 +209,7 @@ def _loaded_for_the_cli(warehouse_url, sandbox, tmp_path, monkeypatch, keys) -> 
     monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("MESHLINE_CONFIG", _config(tmp_path, sandbox))
     monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
-    return Warehouse(warehouse_url)
+    return Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
 
 
 def test_a_dead_letter_fixed_at_the_source_is_replayed_and_resolved(warehouse_url, sandbox, tmp_path, monkeypatch,
