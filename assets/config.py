@@ -27,12 +27,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from expectations.contract import key_lines, parse_yaml
 from expectations.reasons import MeshlineError
+
+if TYPE_CHECKING:
+    from assets.flows.rules import Rule
 
 
 class ConfigError(MeshlineError):
@@ -106,6 +109,12 @@ class Config:
     path: Path
     boundaries: dict[str, Boundary] = field(default_factory=dict)
     operations: Operations = Operations()
+    rules: dict[str, list[Rule]] = field(default_factory=dict)  # flow -> its declared reconciliation rules
+    descriptions: dict[str, str] = field(default_factory=dict)  # flow -> what it is, for its asset group
+
+    @property
+    def flows(self) -> list[str]:
+        return sorted({b.flow for b in self.boundaries.values()})
 
     @property
     def warehouse(self) -> WarehouseOptions:
@@ -165,8 +174,12 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise fail(("version",), "expected version: 1")
     operations = _operations(data, check, fail)
     boundaries: dict[str, Boundary] = {}
+    flow_specs: dict[str, dict[str, Any]] = {}
     for flow, fdata in (data.get("flows") or {}).items():
-        check(fdata, {"boundaries": dict}, ("flows", flow))
+        check(fdata, {"boundaries": dict, "rules": dict, "description": str}, ("flows", flow))
+        if not _IDENT.fullmatch(str(flow)):
+            raise fail(("flows", flow), "a flow's name is a plain name (letters, digits, _)")
+        flow_specs[flow] = fdata
         for name, b in (fdata.get("boundaries") or {}).items():
             where = ("flows", flow, "boundaries", name)
             check(b, BOUNDARY_KEYS, where)
@@ -192,9 +205,31 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
                                         deadline_minutes=float(b.get("deadline_minutes", 60)),
                                         source_refs={k: v for k, v in b["source"].items()
                                                      if isinstance(v, str) and _ENV.search(v)})
-    config = Config(path=path, boundaries=boundaries, operations=operations)
+    config = Config(path=path, boundaries=boundaries, operations=operations,
+                    descriptions={f: d["description"] for f, d in flow_specs.items() if "description" in d})
     _check_contracts(config, fail)
+    for flow, fdata in flow_specs.items():
+        config.rules[flow] = _rules(config, flow, fdata.get("rules") or {}, fail)
     return config
+
+
+def _rules(config: Config, flow: str, specs: dict[str, Any], fail: Callable[..., ConfigError]) -> list[Rule]:
+    """A flow's reconciliation rules, checked against its boundaries' contracts."""
+    from assets.flows.rules import RuleError, parse_rule
+    from expectations.registry import Registry
+
+    reg = Registry()
+    contracts = {b.name: reg.get(b.contract, b.contract_version) for b in config.flow_boundaries(flow)}
+    out = []
+    for name, spec in specs.items():
+        where = ("flows", flow, "rules", name)
+        if not _IDENT.fullmatch(str(name)):
+            raise fail(where, "a rule's name is a plain name (letters, digits, _)")
+        try:
+            out.append(parse_rule(flow, name, spec, contracts, where))
+        except RuleError as exc:
+            raise fail(exc.where, exc.reason) from None
+    return out
 
 
 # (low, high) of each number a boundary or its source may hold: a value outside fails later, or never
@@ -290,9 +325,12 @@ def _check_contracts(config: Config, fail: Callable[..., ConfigError]) -> None:
     for b in config.boundaries.values():
         where = ("flows", b.flow, "boundaries", b.name, "contract")
         try:
-            reg.get(b.contract, b.contract_version)
+            contract = reg.get(b.contract, b.contract_version)
         except ContractError as exc:
             raise fail(where, str(exc)) from exc
+        if contract.boundary_flow != b.flow:  # its assets would land in another flow's group and job
+            raise fail(where, f"contract {contract.name} belongs to flow {contract.boundary_flow!r} "
+                              f"(its boundary.flow), not {b.flow!r}")
 
 
 def sandbox_sources(sandbox_dir: Path) -> dict[str, dict[str, str]]:

@@ -3,6 +3,7 @@ each boundary runs under."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def _parse_cached(path: str, mtime: float) -> Contract:
 
 
 class Registry:
-    def __init__(self, root: Path = CONTRACTS_DIR):
-        self.root = Path(root)
+    def __init__(self, root: Path | None = None):
+        # A team keeps its own contracts where MESHLINE_CONTRACTS_DIR says; the shipped ones otherwise.
+        self.root = Path(root or os.environ.get("MESHLINE_CONTRACTS_DIR") or CONTRACTS_DIR)
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.yml")))
@@ -85,7 +87,7 @@ class Registry:
 
 
 def load_contract(name_or_path: str | Path, version: str | None = None,
-                  contracts_dir: Path = CONTRACTS_DIR) -> Contract:
+                  contracts_dir: Path | None = None) -> Contract:
     """A contract by file path, or by name (`marketing_leads`, at its pinned version unless `version`)."""
     path = Path(name_or_path)
     if path.suffix in (".yml", ".yaml"):
@@ -93,7 +95,7 @@ def load_contract(name_or_path: str | Path, version: str | None = None,
     return Registry(contracts_dir).get(str(name_or_path), version)
 
 
-def load_contracts(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Contract]:
+def load_contracts(contracts_dir: Path | None = None) -> dict[str, Contract]:
     """Every contract at its pinned version."""
     reg = Registry(contracts_dir)
     return {name: reg.get(name) for name in reg.names()}

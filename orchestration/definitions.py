@@ -8,6 +8,8 @@ import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_project
 from assets.flows import lead_handoff, quote_to_cash, subscription_updates
+from assets.flows.boundary import build_boundaries
+from assets.flows.declared import rule_check
 from assets.settings import DBT_PROJECT_DIR, Settings
 from expectations.registry import Registry
 from orchestration.jobs import DBT_JOB, dbt_job, flow_job, flow_job_name, retention_job, synthetic_job
@@ -36,8 +38,15 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     checks: list[dg.AssetChecksDefinition] = []
     flow_assets: dict[str, list[dg.AssetKey]] = {}
-    for flow, module in FLOWS.items():
-        flow_defs, flow_checks = module.build(partitions, pool, config.flow_boundaries(flow))
+    flows = [*FLOWS, *(f for f in config.flows if f not in FLOWS)]
+    for flow in flows:
+        module = FLOWS.get(flow)
+        if module is not None:
+            flow_defs, flow_checks = module.build(partitions, pool, config.flow_boundaries(flow))
+        else:  # a flow declared in meshline.yaml alone: its boundaries and its rules
+            bounds = config.flow_boundaries(flow)
+            _, flow_defs, flow_checks = build_boundaries(tuple(b.name for b in bounds), partitions, pool, bounds)
+        flow_checks += [rule_check(rule, partitions, pool) for rule in config.rules.get(flow, [])]
         assets += flow_defs
         checks += flow_checks
         flow_assets[flow] = [k for a in flow_defs for k in a.keys]
@@ -47,14 +56,14 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         "invoice_sla_hours": quote_to_cash.INVOICE_SLA.total_seconds() / 3600,
         "plan_sync_sla_hours": subscription_updates.PLAN_SYNC_SLA.total_seconds() / 3600})
 
-    flow_jobs = [flow_job(flow) for flow in FLOWS]
+    flow_jobs = [flow_job(flow, config.descriptions.get(flow)) for flow in flows]
     build_job = dbt_job(dbt_defs)
     syn_job = synthetic_job(settings, ops.synthetic_retention_days)
     prune_job = retention_job(settings, ops.operational_retention_days)
-    lookbacks = {flow: max((b.lookback_hours for b in config.flow_boundaries(flow)), default=6.0) for flow in FLOWS}
+    lookbacks = {flow: max((b.lookback_hours for b in config.flow_boundaries(flow)), default=6.0) for flow in flows}
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
-    sensors = build_sensors({flow: flow_job_name(flow) for flow in FLOWS}, DBT_JOB, contracts,
+    sensors = build_sensors({flow: flow_job_name(flow) for flow in flows}, DBT_JOB, contracts,
                             interval_s=ops.sensor_interval_s, running=ops.compensation,
                             targets=[*flow_jobs, build_job])
     return dg.Definitions(

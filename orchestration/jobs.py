@@ -22,9 +22,10 @@ def flow_job_name(flow: str) -> str:
     return f"{flow}_job"
 
 
-def flow_job(flow: str) -> UnresolvedAssetJobDefinition:
+def flow_job(flow: str, description: str | None = None) -> UnresolvedAssetJobDefinition:
+    what = f"{description.rstrip('.')}. " if description else ""
     return dg.define_asset_job(flow_job_name(flow), selection=dg.AssetSelection.groups(flow),
-                               description=FLOW_DESCRIPTIONS.get(flow, f"Load one day of {flow} and run its checks."))
+                               description=FLOW_DESCRIPTIONS.get(flow, f"{what}Load one day of {flow} and run its checks."))
 
 
 def dbt_job(dbt_assets: Any) -> UnresolvedAssetJobDefinition:

@@ -21,9 +21,10 @@ commands:
   synthetic  run | prune: a synthetic end-to-end run scoring every failure mode
   report     --out PATH: one static HTML file with the hygiene plots, readable offline
   audit      the 12-point hygiene checklist against the real configuration and state (exit 1: a critical N)
+  validate   meshline.yaml, its contracts, their pins and the flows' rules, checked together
 
 `meshline COMMAND --help` says more. Settings: MESHLINE_HOME, MESHLINE_WAREHOUSE_URL, MESHLINE_CONFIG
-(see the README); everything else is in meshline.yaml.
+MESHLINE_CONTRACTS_DIR (see the README); everything else is in meshline.yaml.
 """
 
 # command → (module under orchestration.cli, function)
@@ -31,6 +32,7 @@ COMMANDS = {
     "demo": ("demo", "main"), "dev": ("dev", "main"), "contracts": ("contracts", "main"),
     "dlq": ("ops", "dlq"), "incidents": ("ops", "incidents"), "audit-log": ("ops", "audit_log"),
     "synthetic": ("synthetic", "main"), "report": ("report", "main"), "audit": ("audit", "main"),
+    "validate": ("validate", "main"),
 }
 
 

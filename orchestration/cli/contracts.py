@@ -108,6 +108,7 @@ def run_vectors(contract: Contract) -> list[str]:
 
 
 def cmd_test(reg: Registry, args) -> int:
+    reg.pins()  # a pin naming a contract or version that does not exist fails the test run
     contracts = [reg.resolve(args.ref)] if args.ref else reg.all_versions()
     failed = 0
     for c in contracts:
