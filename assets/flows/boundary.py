@@ -26,6 +26,22 @@ def _owners(contract: Contract) -> list[str]:
     return sorted({v for v in contract.owners.values() if "@" in v})
 
 
+def column_schema(contract: Contract) -> dg.TableSchema:
+    """The contract's columns as Dagster shows them: type, the rules in words, PII marked."""
+    def words(c: Any) -> str:
+        rules = [w for w, on in (("key", c.name == contract.idempotency_key), ("change token", c.name == contract.change_token),
+                                 ("required", c.required), ("PII, redacted in dead letters", c.pii),
+                                 (f"pattern {c.pattern}", c.pattern is not None),
+                                 (f"one of {list(c.allowed_values or ())}", c.allowed_values is not None),
+                                 (f"{c.min} to {c.max}", c.min is not None or c.max is not None)) if on]
+        return "; ".join(x for x in (c.description, ", ".join(rules)) if x)
+
+    return dg.TableSchema(columns=[
+        dg.TableColumn(c.name, c.type, description=words(c) or None,
+                       constraints=dg.TableColumnConstraints(nullable=not (c.required or c.name == contract.idempotency_key)))
+        for c in contract.columns])
+
+
 def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None,
                    lookback: timedelta, deadline: timedelta = timedelta(hours=1)) -> dg.AssetsDefinition:
     @dg.asset(
@@ -42,7 +58,8 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         metadata={"contract": contract.name, "contract_version": contract.version,
                   "severity": contract.severity, "idempotency_key": contract.idempotency_key,
                   "change_token": contract.change_token, "lookback_hours": lookback.total_seconds() / 3600,
-                  "dagster/table_name": raw_table(contract)},
+                  "dagster/table_name": raw_table(contract), "dagster/column_schema": column_schema(contract)},
+        tags={"meshline/flow": contract.boundary_flow, "meshline/severity": contract.severity},
     )
     def _load(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
               sources: SourcesResource) -> dg.MaterializeResult[Any]:

@@ -209,3 +209,19 @@ def test_code_location_freezes_what_it_built(home, warehouse_url):
     frozen, resolved = _code_location_in_a_child(home, warehouse_url, code)
     assert int(frozen) > 100_000, frozen
     assert resolved == "True"
+
+
+def test_boundary_assets_carry_their_contract_as_a_column_schema_owners_and_tags(settings):
+    from orchestration.definitions import build_defs
+
+    defs = build_defs(settings)
+    spec = defs.resolve_assets_def(dg.AssetKey(["raw", "marketing_leads"])).specs_by_key[
+        dg.AssetKey(["raw", "marketing_leads"])]
+    schema = spec.metadata["dagster/column_schema"]
+    cols = {c.name: c for c in schema.columns}
+    assert list(cols) == ["row_id", "lead_id", "email", "first_name", "last_name", "company", "campaign", "mql_at",
+                          "updated_at"]
+    assert cols["email"].type == "string" and "PII" in cols["email"].description and "pattern email" in cols["email"].description
+    assert cols["lead_id"].constraints.nullable is False and cols["company"].constraints.nullable is True
+    assert {k: v for k, v in spec.tags.items() if k.startswith("meshline/")} == {"meshline/flow": "lead_handoff", "meshline/severity": "standard"}
+    assert spec.owners and spec.group_name == "lead_handoff"
