@@ -44,7 +44,7 @@ class ConfigError(MeshlineError):
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SOURCE_KEYS: dict[str, dict[str, Any]] = {
-    "sql": {"kind": str, "url": str, "table": str, "query": str},
+    "sql": {"kind": str, "url": str, "table": str, "query": str, "max_value_mb": (int, float)},
     "http": {"kind": str, "base_url": str, "path": str, "pagination": str, "page_size": int, "rate_per_s": (int, float),
              "burst": int, "max_retries": int, "timeout_s": (int, float), "records_key": str, "next_key": str,
              "cursor_param": str, "page_param": str, "since_param": str, "until_param": str, "limit_param": str,
@@ -238,7 +238,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "page_size": (1, 10_000),
     "rate_per_s": (0.01, 10_000), "burst": (1, 10_000), "max_retries": (0, 20), "timeout_s": (0.1, 600),
     "max_pages": (1, 10_000_000), "max_response_mb": (0.01, 4096), "request_deadline_s": (1, 3600),
-    "max_retry_after_s": (0, 86_400),
+    "max_retry_after_s": (0, 86_400), "max_value_mb": (1, 1024),
 }
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

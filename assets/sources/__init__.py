@@ -24,7 +24,8 @@ def build_source(spec: dict[str, Any], *, system: str, table: str) -> Source:
 
         opts["base_url"] = serve(Path(spec["sandbox_db"]))  # this process's server over the simulated system
     if kind == "sql":
-        return SqlSource(opts["url"], opts.get("table", table), system, query=opts.get("query"))
+        return SqlSource(opts["url"], opts.get("table", table), system, query=opts.get("query"),
+                         max_value_mb=opts.get("max_value_mb", 2))
     if kind == "http":
         return HttpSource(opts.pop("base_url"), opts.pop("path"), system=system, table=table, **opts)
     if kind == "files":

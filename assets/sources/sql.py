@@ -56,8 +56,10 @@ class SqlSource(Source):
     window applied around it; it may not contain `?` (the window's placeholders)."""
 
 
-    def __init__(self, url: str, table: str, system: str, query: str | None = None):
+    def __init__(self, url: str, table: str, system: str, query: str | None = None, max_value_mb: float = 2):
         self.url = url
+        # A Postgres row is read whole within one block of the COPY stream: the longest value it may hold.
+        self.block_bytes = int(max(1.0, max_value_mb) * (1 << 20))
         self.table = table
         self.system = system
         self.query = query
@@ -218,7 +220,7 @@ class SqlSource(Source):
             with os.fdopen(rfd, "rb", buffering=1 << 20) as r:
                 reader = pacsv.open_csv(
                     r,
-                    read_options=pacsv.ReadOptions(column_names=columns, block_size=16 << 20),
+                    read_options=pacsv.ReadOptions(column_names=columns, block_size=self.block_bytes),
                     parse_options=pacsv.ParseOptions(newlines_in_values=True),  # text may hold line breaks
                     convert_options=pacsv.ConvertOptions(
                         column_types={c: pa.string() for c in columns},
@@ -227,6 +229,9 @@ class SqlSource(Source):
                 yield from _rebatch(iter(reader), chunk_rows)
         except pa.ArrowInvalid as exc:
             thread.join()  # a COPY cut short leaves a ragged last line: its own error is the cause
+            if "straddling" in str(exc):  # the reader gave up first; the COPY then lost its pipe
+                raise SourceError(f"reading {self.system}.{self.table}: a row holds a value too long for a "
+                                  f"{self.block_bytes >> 20} MiB block; raise max_value_mb on this source") from exc
             if errors:
                 raise self._copy_error(errors[0]) from errors[0]
             if "Empty CSV file" not in str(exc):

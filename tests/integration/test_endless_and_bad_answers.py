@@ -302,3 +302,26 @@ def test_a_file_name_that_is_not_utf8_loads_and_is_located(tmp_path, warehouse_u
     with wh.session() as s:
         assert s.scalar("SELECT source_position FROM raw.api_invoices") == "ventes-\ufffdt\ufffd.jsonl:1"
         assert s.scalar("SELECT source_locator FROM meshline.dead_letters") == "ventes-\ufffdt\ufffd.jsonl:2"
+
+
+@pytest.mark.postgres
+def test_a_postgres_value_longer_than_a_copy_block_is_named_and_max_value_mb_reads_it(pg_url, tmp_path):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE invoices (invoice_id int, amount float, updated_at timestamp, note text)"))
+        c.execute(text("INSERT INTO invoices VALUES (1, 1, '2026-03-01 00:01:00', repeat('x', 30000000)),"
+                       " (2, 2, '2026-03-01 00:02:00', 'a line\nbreak, \"quoted\"')"))
+    engine.dispose()
+    contract = parse_contract({**_raw_contract(), "columns": {**_raw_contract()["columns"], "note": {"type": "string"}}},
+                              "c.yml")
+    wh = Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    with pytest.raises(SourceError, match="too long for a 2 MiB block; raise max_value_mb"):
+        load_partition(wh, SqlSource(pg_url, "invoices", "billing"), contract, partition_key="2026-03-01",
+                       window=WINDOW, run_id="r")
+    r = load_partition(wh, SqlSource(pg_url, "invoices", "billing", max_value_mb=64), contract,
+                       partition_key="2026-03-01", window=WINDOW, run_id="r")
+    assert (r.rows_read, r.rows_loaded) == (2, 2)
+    with wh.session() as s:
+        assert s.scalar("SELECT note FROM raw.api_invoices WHERE invoice_id = 2") == 'a line\nbreak, "quoted"'
