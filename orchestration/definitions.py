@@ -60,7 +60,12 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     build_job = dbt_job(dbt_defs)
     syn_job = synthetic_job(settings, ops.synthetic_retention_days)
     prune_job = retention_job(settings, ops.operational_retention_days)
-    lookbacks = {flow: max((b.lookback_hours for b in config.flow_boundaries(flow)), default=6.0) for flow in flows}
+    # The nightly re-judges a partition until its longest SLA has passed as of the other side's data:
+    # the SLA plus the day the other side needs to load, or the lookback if that reaches further.
+    slas = {flow: [*(r.sla for r in config.rules.get(flow, [])), *([FLOWS[flow].SLA] if flow in FLOWS else [])]
+            for flow in flows}
+    lookbacks = {flow: max([*(b.lookback_hours for b in config.flow_boundaries(flow)), 6.0,
+                            *(sla.total_seconds() / 3600 + 24 for sla in slas[flow])]) for flow in flows}
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
     sensors = build_sensors({flow: flow_job_name(flow) for flow in flows}, DBT_JOB, contracts,

@@ -1,8 +1,9 @@
 """Nightly schedules.
 
 `nightly_hygiene` (01:00 UTC): every flow's partitions from yesterday back as far as its boundaries'
-lookback reaches (6 h → yesterday and the day before), each as one run of the flow's boundary assets
-with all their checks, then one run of the dbt models (staging, marts, scorecard). Run keys
+lookback reaches, or its longest reconciliation SLA plus a day (24 h → the three days before), each as
+one run of the flow's boundary assets with all their checks, then one run of the dbt models (staging,
+marts, scorecard). Run keys
 `nightly_hygiene:<flow>:<partition>:<night>` make a re-evaluated tick launch nothing twice. The runs
 carry `meshline/pass=nightly_hygiene` and go one at a time in the order requested — under the embedded
 default through the warehouse pool, in production through the run queue's tag limit

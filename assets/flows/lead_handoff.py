@@ -25,6 +25,7 @@ from expectations.registry import load_contract
 
 FLOW = "lead_handoff"
 HANDOFF_SLA = timedelta(hours=24)
+SLA = HANDOFF_SLA  # the flow's reconciliation SLA: how far back the nightly re-judges
 LOOKBACK = timedelta(hours=6)
 SAMPLE_KEYS = 5
 

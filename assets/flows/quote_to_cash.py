@@ -28,6 +28,7 @@ from expectations.registry import load_contract
 
 FLOW = "quote_to_cash"
 INVOICE_SLA = timedelta(hours=48)
+SLA = INVOICE_SLA  # the flow's reconciliation SLA: how far back the nightly re-judges
 BOUNDARIES = ("crm_opportunities", "billing_invoices")
 SAMPLE_KEYS = 5
 

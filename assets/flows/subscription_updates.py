@@ -27,6 +27,7 @@ from expectations.registry import load_contract
 
 FLOW = "subscription_updates"
 PLAN_SYNC_SLA = timedelta(hours=12)
+SLA = PLAN_SYNC_SLA  # the flow's reconciliation SLA: how far back the nightly re-judges
 BOUNDARIES = ("product_plan_events", "billing_subscriptions")
 SAMPLE_KEYS = 5
 

@@ -39,7 +39,8 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     assert {s.name for s in defs.schedules} == {"nightly_hygiene", "nightly_synthetic", "nightly_retention"}
     assert defs.resolve_schedule_def("nightly_retention").job_name == "retention_job"
     assert defs.resolve_schedule_def("nightly_synthetic").job_name == "synthetic_job"
-    # nightly_hygiene: every flow's yesterday and the day its 6 h lookback reaches into, then dbt
+    # nightly_hygiene: every flow's days until its reconciliation SLA has passed as of the other side's
+    # loaded data (SLA + a day), oldest first, then dbt
     from datetime import UTC, datetime
 
     hygiene = defs.resolve_schedule_def("nightly_hygiene")
@@ -49,8 +50,9 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     flows = {"lead_handoff": {"marketing_leads", "crm_leads"},
              "quote_to_cash": {"crm_opportunities", "billing_invoices"},
              "subscription_updates": {"product_plan_events", "billing_subscriptions"}}
+    reach = {"lead_handoff": 3, "quote_to_cash": 4, "subscription_updates": 3}  # SLAs 24 h, 48 h, 12 h
     assert [({k.path[-1] for k in r.asset_selection}, r.partition_key) for r in reqs[:-1]] == [
-        (names, day) for names in flows.values() for day in ("2026-03-13", "2026-03-14")]
+        (names, f"2026-03-{day:02d}") for flow, names in flows.items() for day in range(15 - reach[flow], 15)]
     # last, the dbt models, unpartitioned; every run tagged so the queue runs them one at a time, in order
     assert reqs[-1].partition_key is None and {k.path[0] for k in reqs[-1].asset_selection} == {"staging", "marts"}
     assert all(r.tags["meshline/pass"] == "nightly_hygiene" for r in reqs)
