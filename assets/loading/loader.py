@@ -115,6 +115,22 @@ def _temp(tx: Tx, name: str, body: str) -> None:
     tx.execute(f"CREATE TEMPORARY TABLE {name} ({body}){suffix}")
 
 
+def _py_values(arr: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """The column's values as Python objects; a value Python cannot hold (a timestamp past year 9999 from
+    a typed source) as the text Arrow writes for it, so its dead letter still shows it."""
+    try:
+        values: list[Any] = arr.to_pylist()
+        return values
+    except (OverflowError, ValueError):
+        out = []
+        for i in range(len(arr)):
+            try:
+                out.append(arr[i].as_py())
+            except (OverflowError, ValueError):
+                out.append(pc.cast(arr.slice(i, 1), pa.string())[0].as_py())
+        return out
+
+
 def _plain_column(values: list[Any], arrow_type: pa.DataType) -> list[Any]:
     """A column's values made JSON-safe, as `redact_row` does value by value (strings, numbers and
     booleans pass as they are)."""
@@ -135,7 +151,7 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
     pii = set(contract.pii_columns)
     columns = []
     for name in names:
-        values = raw.column(name).to_pylist()
+        values = _py_values(raw.column(name))
         if name in pii:
             cache: dict[Any, str | None] = {}
             values = [cache[v] if v in cache else cache.setdefault(v, redact_value(v, key)) for v in values]
@@ -144,7 +160,7 @@ def _dead_letters(raw: pa.Table, typed: pa.Table, reasons: pa.Array, contract: C
         columns.append(values)
     keys = [None if k is None else str(k) for k in typed.column(contract.idempotency_key).to_pylist()]
     tokens = [None if t is None else t.isoformat() for t in typed.column(contract.change_token).to_pylist()]
-    locs = raw.column(contract.locator).to_pylist() if contract.locator else [None] * raw.num_rows
+    locs = _py_values(raw.column(contract.locator)) if contract.locator else [None] * raw.num_rows
     loc_name = contract.locator or "row"
     why_all = reasons.to_pylist()
     dumps = json.JSONEncoder(sort_keys=True, default=str).encode

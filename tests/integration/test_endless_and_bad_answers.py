@@ -325,3 +325,27 @@ def test_a_postgres_value_longer_than_a_copy_block_is_named_and_max_value_mb_rea
     assert (r.rows_read, r.rows_loaded) == (2, 2)
     with wh.session() as s:
         assert s.scalar("SELECT note FROM raw.api_invoices WHERE invoice_id = 2") == 'a line\nbreak, "quoted"'
+
+
+def test_a_typed_source_value_python_cannot_hold_is_a_dead_letter_showing_it(tmp_path, warehouse_url):
+    """A DuckDB source whose TIMESTAMP column holds year 294000 and whose DOUBLE holds NaN: the row is a
+    dead letter with a type_mismatch on each column (the dead-letter path raised OverflowError)."""
+    import dataclasses
+
+    import duckdb
+
+    from expectations.contract import Column
+
+    with duckdb.connect(str(tmp_path / "src.duckdb")) as con:
+        con.execute("CREATE TABLE invoices (invoice_id BIGINT, amount DOUBLE, updated_at TIMESTAMP, paid_at TIMESTAMP)")
+        con.execute("INSERT INTO invoices VALUES (1, 'NaN'::DOUBLE, '2026-03-01 01:00', '294000-01-01'::TIMESTAMP),"
+                    " (2, 2, '2026-03-01 02:00', NULL)")
+    contract = dataclasses.replace(CONTRACT, columns=(*CONTRACT.columns, Column("paid_at", "timestamp")))
+    wh = Warehouse(warehouse_url)
+    r = load_partition(wh, SqlSource(f"duckdb:///{tmp_path / 'src.duckdb'}", "invoices", "billing"), contract,
+                       partition_key="2026-03-01", window=WINDOW, run_id="r")
+    assert (r.rows_read, r.rows_loaded, r.rows_dead_lettered) == (2, 1, 1)
+    with wh.session() as s:
+        reasons, payload = s.query("SELECT reasons, payload FROM meshline.dead_letters")[0]
+    assert sorted(reasons.split(";")) == ["type_mismatch:amount", "type_mismatch:paid_at"]
+    assert "value out of range: 9215576668800000000" in payload  # Arrow's text: microseconds since 1970
