@@ -14,32 +14,13 @@ import dagster as dg
 
 from assets.flows.common import asset_key, recorded
 from assets.flows.rules import Findings, Rule, evaluate
-from assets.loading.ddl import META_SCHEMA, upsert_row, utcnow
+from assets.loading.ddl import META_SCHEMA, ensure_meta, upsert_row, utcnow
 from assets.loading.warehouse import Tx, Warehouse
 from assets.resources import WarehouseResource
 
-FINDINGS_DDL = f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.rule_findings (
-    flow TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    a_asset TEXT NOT NULL,
-    b_asset TEXT NOT NULL,
-    partition_key TEXT NOT NULL,
-    checked BIGINT NOT NULL,
-    failing BIGINT NOT NULL,
-    pending BIGINT NOT NULL,
-    as_of TIMESTAMP,
-    sample_keys TEXT NOT NULL,
-    critical BOOLEAN NOT NULL,
-    run_id TEXT NOT NULL,
-    evaluated_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (flow, rule, partition_key)
-)"""
-
 
 def store(tx: Tx, rule: Rule, f: Findings, run_id: str) -> None:
-    tx.execute(f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}")
-    tx.execute(FINDINGS_DDL)
+    ensure_meta(tx)
     upsert_row(tx, f"{META_SCHEMA}.rule_findings", {
         "flow": rule.flow, "rule": rule.name, "kind": rule.kind, "a_asset": rule.a.name, "b_asset": rule.b.name,
         "partition_key": f.partition_key, "checked": f.checked, "failing": f.failing, "pending": f.pending,

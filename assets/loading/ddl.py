@@ -154,6 +154,27 @@ META_DDL.append(
         PRIMARY KEY (checksum, asset)
     )""")
 
+META_DDL.append(
+    # Declared reconciliation rules: the latest evaluation of each rule for each partition (counts and
+    # sample keys, never PII), what the rule's check, the scorecard and the report read.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.rule_findings (
+        flow TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        a_asset TEXT NOT NULL,
+        b_asset TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        checked BIGINT NOT NULL,
+        failing BIGINT NOT NULL,
+        pending BIGINT NOT NULL,
+        as_of TIMESTAMP,
+        sample_keys TEXT NOT NULL,
+        critical BOOLEAN NOT NULL,
+        run_id TEXT NOT NULL,
+        evaluated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (flow, rule, partition_key)
+    )""")
+
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")

@@ -169,3 +169,31 @@ def test_the_readme_example_flow_is_valid(yaml_flow, tmp_path, monkeypatch):
     path.write_text("version: 1\n" + example)
     config = load_config(path, {"CRM_DB_URL": "duckdb:///x", "ERP_URL": "https://erp.example"})
     assert [r.name for r in config.rules["billing_sync"]] == ["invoiced", "one_invoice_each", "same_terms"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)  # dbt's Postgres path: the demo's test
+def test_the_scorecard_counts_a_yaml_flows_rule_failures(yaml_flow):
+    from orchestration.definitions import build_defs
+
+    defs = build_defs(yaml_flow)
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("2026-03-02", DAY):
+        defs.resolve_job_def("billing_sync_job").execute_in_process(partition_key=key, instance=instance,
+                                                                    raise_on_error=False)
+    wh = Warehouse(yaml_flow.warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
+    from assets.loading.ddl import ensure_tables
+    from expectations.registry import Registry
+
+    with wh.transaction() as tx:  # the shipped flows' marts need their raw tables, here empty
+        for name in ("marketing_leads", "crm_leads", "crm_opportunities", "billing_invoices", "product_plan_events",
+                     "billing_subscriptions"):
+            ensure_tables(tx, Registry().get(name))
+    res = defs.resolve_job_def("dbt_build_job").execute_in_process(instance=instance, raise_on_error=False)
+    built = {e.materialization.asset_key for e in res.get_asset_materialization_events()}
+    assert dg.AssetKey(["marts", "hygiene_scorecard"]) in built, [str(e.message)[:300] for e in res.all_events
+                                                                   if e.is_step_failure]
+    with wh.session() as s:
+        row = s.query("SELECT rows_read, reconciliation_failures FROM marts.hygiene_scorecard"
+                      " WHERE flow = 'billing_sync' AND partition_key = ?", (DAY,))
+    assert row == [(11, 8)]  # the 11 deals read that day (invoices came the next); 1 + 1 + 1 + 5 rule failures

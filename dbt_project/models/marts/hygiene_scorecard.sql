@@ -28,7 +28,7 @@ fresh as (
     group by l.flow, w.partition_key
 ),
 
-recon as (
+recon_parts as (
     select 'lead_handoff' as flow, cast(mql_date as text) as partition_key, count(*) as failures
     from {{ ref('lead_handoff') }}
     where handoff_status in ('missing', 'duplicated')
@@ -43,6 +43,17 @@ recon as (
     from {{ ref('subscription_updates') }}
     where sync_status in ('not_reflected', 'plan_mismatch')
     group by 1, 2
+    union all
+    -- rules declared in meshline.yaml, as their checks last found them
+    select flow, partition_key, sum(failing) as failures
+    from {{ source('meshline', 'rule_findings') }}
+    group by 1, 2
+),
+
+recon as (
+    select flow, partition_key, sum(failures) as failures
+    from recon_parts
+    group by flow, partition_key
 ),
 
 final as (
