@@ -145,3 +145,17 @@ def test_a_tick_with_many_failing_pages_ends_within_its_budget(hook, warehouse_u
     out = resend_failed(wh, slow, budget_s=2.5)
     assert time.monotonic() - t0 < 4.5
     assert out["sent"] == 0 and out["failed"] < 6  # the rest wait for the next tick, still failed, never lost
+
+
+def test_the_webhook_url_reaches_no_log_line_at_any_level(hook, caplog):
+    """The webhook URL is a secret (Slack's carries its token in the path): httpx logs each request's URL
+    at INFO, and no line at any level may carry it."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    ok, down = hook("ok"), hook("down")
+    Notifier(kind="json", url=ok.url + "/T000/B000/SECRETTOKEN42", sleep=lambda s: None).send(PAGE)
+    with pytest.raises(NotifyError) as exc:
+        Notifier(kind="json", url=down.url + "/T000/B000/SECRETTOKEN42", sleep=lambda s: None).send(PAGE)
+    assert ok.hits == 1 and "SECRETTOKEN42" not in str(exc.value)
+    assert caplog.records and "SECRETTOKEN42" not in caplog.text
