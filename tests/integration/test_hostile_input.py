@@ -282,3 +282,57 @@ def test_ten_thousand_hostile_records_load_conserved_located_and_without_pii(kin
 
     again = load_partition(wh, source, CONTRACT, partition_key="2026-03-01", window=WINDOW, run_id="fuzz-2")
     assert again.conserved and again.rows_loaded == 0  # a re-run changes nothing
+
+
+@pytest.mark.slow
+def test_no_raw_pii_from_the_hostile_corpus_in_any_sink(warehouse_url, tmp_path, home, monkeypatch, caplog, capsys):
+    """The corpus through Dagster (load, contract check with GX and Data Docs), then paging, the CLI's
+    dead-letter listing and show, a manual resolution (audit log) and the HTML report: no e-mail address or
+    name of the corpus appears in any of them."""
+    import dataclasses
+
+    import dagster as dg
+
+    from assets.flows.boundary import boundary_asset, contract_check
+    from assets.hygiene.report import write_report
+    from assets.remediation.notify import Notifier
+    from assets.remediation.paging import page_dead_letters
+    from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
+    from assets.settings import Settings
+    from orchestration.cli import main
+    from tests.conftest import TEST_REDACTION_KEY
+
+    caplog.set_level(logging.DEBUG)
+    write_jsonl(tmp_path / "landing", corpus())
+    parts = dg.DailyPartitionsDefinition(start_date="2026-02-01")
+    res = dg.materialize(
+        [boundary_asset(CONTRACT, parts, pool=None, lookback=timedelta(hours=6)), contract_check(CONTRACT, parts, pool=None)],
+        partition_key="2026-03-01", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
+                   "sources": SourcesResource(boundaries={"fuzz_leads": {"kind": "files", "folder": str(tmp_path / "landing")}}),
+                   "data_docs": DataDocsResource(root=str(tmp_path / "docs"))})
+    assert res.get_asset_materialization_events() and res.get_asset_check_evaluations()
+    wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
+    tight = dataclasses.replace(CONTRACT, slos={"dead_letter_count_max": 1})
+    assert page_dead_letters(wh, [tight], Notifier(kind="log"))[0]["status"] == "sent"
+
+    monkeypatch.setenv("MESHLINE_WAREHOUSE_URL", warehouse_url)
+    capsys.readouterr()
+    assert main(["dlq", "list", "--json", "--limit", "500"]) == 0
+    listed = capsys.readouterr().out
+    first = json.loads(listed.splitlines()[0])["dead_letter_id"]
+    assert main(["dlq", "show", first]) == 0
+    assert main(["dlq", "resolve", first, "--note", "checked by hand"]) == 0
+    cli = listed + capsys.readouterr().out
+    report = write_report(Settings.from_env(), tmp_path / "report.html").read_text()
+
+    with wh.session() as s:
+        tables = [t for (t,) in s.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'meshline'")]
+        stored = {t: s.query(f"SELECT * FROM meshline.{t}") for t in tables}
+        raw = s.query("SELECT email, first_name FROM raw.fuzz_leads")
+    assert PII_MARK in repr(raw) and NAME_MARK in repr(raw)  # the marks do flow; only the raw table may hold them
+    docs = "".join(p.read_text(errors="replace") for p in (tmp_path / "docs").rglob("*") if p.is_file())
+    assert {"alerts", "audit_log", "dead_letters", "check_results"} <= set(stored) and docs and len(cli) > 1000
+    for where, text in (("warehouse", repr(stored)), ("Data Docs", docs), ("CLI", cli), ("report", report),
+                        ("logs", caplog.text)):
+        assert PII_MARK not in text and NAME_MARK not in text, where
