@@ -144,18 +144,10 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         return ConfigError(f"{path}{line}: {'.'.join(map(str, where)) or '(top)'}: {reason}")
 
     def expand(value: Any, where: tuple[Any, ...]) -> Any:
-        if not isinstance(value, str):
-            return value
-
-        def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in env:
-                return env[var]
-            if default is not None:
-                return default
-            raise fail(where, f"environment variable {var} is not set (and has no :-default)")
-
-        return _ENV.sub(sub, value)
+        try:
+            return expand_env(value, env)
+        except ConfigError as exc:
+            raise fail(where, str(exc)) from None
 
     def check(obj: Any, allowed: dict[str, Any], where: tuple[Any, ...]) -> None:
         if not isinstance(obj, dict):

@@ -242,7 +242,7 @@ def _re2_refuses(regex: str) -> str | None:
 
     try:
         pc.match_substring_regex(pa.array([""]), regex)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # how RE2 refuses a construct
         return str(exc).splitlines()[0][:200]
     return None
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -255,11 +255,11 @@ def parse_rule(flow: str, name: str, spec: Any, contracts: Mapping[str, Contract
         n: int = spec["at_most"] if "at_most" in spec else spec["exactly"]
         if n < 0:
             raise fail("at_most" if "at_most" in spec else "exactly", f"expected 0 or more, got {n}")
-        rule = _replace(rule, at_most=spec.get("at_most"), exactly=spec.get("exactly"))
+        rule = replace(rule, at_most=spec.get("at_most"), exactly=spec.get("exactly"))
     if kind in ("agreement", "latest_state"):
-        rule = _replace(rule, fields=_fields(spec["fields"], a, b, fail, col))
+        rule = replace(rule, fields=_fields(spec["fields"], a, b, fail, col))
     if kind == "latest_state":
-        rule = _replace(rule, order_by=col(a, "order_by", spec["order_by"], (*times, "integer")))
+        rule = replace(rule, order_by=col(a, "order_by", spec["order_by"], (*times, "integer")))
     if kind == "aggregate_parity":
         agg = spec["aggregate"]
         if agg not in ("count", "sum"):
@@ -273,14 +273,8 @@ def parse_rule(flow: str, name: str, spec: Any, contracts: Mapping[str, Contract
         tol = float(spec.get("tolerance", 0))
         if not 0 <= tol <= 1:
             raise fail("tolerance", f"expected a fraction 0 to 1, got {spec['tolerance']!r}")
-        rule = _replace(rule, aggregate=agg, column=column, b_column=b_column, tolerance=tol)
+        rule = replace(rule, aggregate=agg, column=column, b_column=b_column, tolerance=tol)
     return rule
-
-
-def _replace(rule: Rule, **changes: Any) -> Rule:
-    from dataclasses import replace
-
-    return replace(rule, **changes)
 
 
 def _boundary(name: Any, contracts: Mapping[str, Contract], fail: Callable[..., RuleError], key: str) -> Contract:

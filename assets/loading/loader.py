@@ -21,6 +21,7 @@ rows_read = rows_loaded + rows_superseded + rows_dead_lettered + rows_held.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -386,14 +387,14 @@ def load_partition(
     crashes there). `progress` receives human-readable progress lines (no row values). A load still
     reading after `deadline_s` seconds stops with a `LoadError` and writes nothing.
     """
-    args = dict(partition_key=partition_key, window=window, run_id=run_id, lookback=lookback,
-                full_refresh=full_refresh, chunk_rows=chunk_rows, before_commit=before_commit,
-                progress=progress, deadline_s=deadline_s)
+    run = functools.partial(_load, warehouse, source, contract, partition_key=partition_key, window=window,
+                            run_id=run_id, lookback=lookback, full_refresh=full_refresh, chunk_rows=chunk_rows,
+                            before_commit=before_commit, progress=progress, deadline_s=deadline_s)
     try:
-        return _load(warehouse, source, contract, **args)  # type: ignore[arg-type]
+        return run()
     except _LateDrift as drift:
         # Rolled back: read again, holding every row, as if the preflight had seen the new columns.
-        return _load(warehouse, source, contract, late_unknown=drift.columns, **args)  # type: ignore[arg-type]
+        return run(late_unknown=drift.columns)
 
 
 def _load(

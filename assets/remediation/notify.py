@@ -33,7 +33,7 @@ class Notifier:
     max_retries: int = 3
     backoff_base_s: float = 0.5
     timeout_s: float = 10.0
-    deadline_s: float = 20.0  # all attempts of one page; a sensor tick must end well inside Dagster's 60 s
+    deadline_s: float = 20.0  # all attempts of one page: the tick that pages must end within Dagster's sensor timeout
     sleep: Callable[[float], None] = time.sleep
 
     @property

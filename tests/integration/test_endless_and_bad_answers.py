@@ -117,11 +117,11 @@ def test_pages_that_never_end_stop_at_max_pages_or_when_a_page_repeats(serve, tm
 
 def test_a_body_that_trickles_is_cut_off_at_the_request_deadline(serve, tmp_path):
     body = json.dumps({"data": [_rec(1)], "next_cursor": None}).encode()
-    s = serve(lambda q, n: (200, {"Content-Type": "application/json"}, body, 0.05))  # 50 ms a byte, each read fast
+    s = serve(lambda q, n: (200, {"Content-Type": "application/json"}, body, 0.05))  # every read is quick; the whole body is not
     t0 = time.monotonic()
     with pytest.raises(SourceUnreachable, match="gave up"):
         _load(Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}"), _source(s.url, request_deadline_s=1, max_retries=1))
-    assert time.monotonic() - t0 < 6  # two attempts of one second each, not len(body) × 50 ms × 2
+    assert time.monotonic() - t0 < 6  # bounded by the request deadline, not by the body's pace
 
 
 def test_a_load_past_its_deadline_stops_and_writes_nothing(serve, tmp_path):
@@ -153,14 +153,14 @@ def test_retry_after_never_raises(header, expected):
 
 
 def test_a_gzip_bomb_is_refused_at_the_size_limit_without_reading_it_whole(serve, tmp_path):
-    bomb = gzip.compress(b'{"data": [' + b" " * (300 << 20) + b"]}", compresslevel=9)  # 300 MiB unpacked
+    bomb = gzip.compress(b'{"data": [' + b" " * (300 << 20) + b"]}", compresslevel=9)  # far past the limit once unpacked
     s = serve(lambda q, n: (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, bomb, 0))
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(SourceError, match="larger than 8 MiB"):
         _load(Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}"), _source(s.url, max_response_mb=8))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 150 << 10  # KiB: far below 300 MiB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 150 << 10  # KiB: the unpacked body is never held
 
 
 def test_a_broken_gzip_body_is_retried_then_given_up_naming_the_boundary(serve, tmp_path):
