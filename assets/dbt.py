@@ -1,10 +1,9 @@
 """dbt: staging → marts over the raw boundary tables, as Dagster assets (dbt tests become asset checks)."""
 
 
-import json
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +57,9 @@ def dbt_cli(project: DbtProject, profiles_dir: Path) -> DbtCliResource:
                           dbt_executable=dbt_executable())
 
 
-def build_dbt_assets(project: DbtProject, *, pool: str | None,
-                     dbt_vars: Mapping[str, object]) -> dg.AssetsDefinition:
+def build_dbt_assets(project: DbtProject, *, pool: str | None) -> dg.AssetsDefinition:
     @dbt_assets(manifest=project.manifest_path, project=project, name="meshline_dbt", pool=pool)
     def meshline_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        yield from dbt.cli(["build", "--vars", json.dumps(dict(dbt_vars))], context=context).stream()
+        yield from dbt.cli(["build"], context=context).stream()
 
     return meshline_dbt

@@ -7,17 +7,13 @@
 import dagster as dg
 
 from assets.dbt import build_dbt_assets, dbt_project
-from assets.flows import lead_handoff, quote_to_cash, subscription_updates
-from assets.flows.boundary import build_boundaries
-from assets.flows.declared import rule_check
+from assets.flows.declared import build_flow
 from assets.settings import DBT_PROJECT_DIR, Settings
 from expectations.registry import Registry
 from orchestration.jobs import DBT_JOB, dbt_job, flow_job, flow_job_name, retention_job, synthetic_job
 from orchestration.resources import build_resources
 from orchestration.schedules import nightly_hygiene, nightly_retention, nightly_synthetic
 from orchestration.sensors import build_sensors
-
-FLOWS = {m.FLOW: m for m in (lead_handoff, quote_to_cash, subscription_updates)}
 
 
 @dg.run_failure_sensor(name="run_failure_alert", default_status=dg.DefaultSensorStatus.RUNNING)
@@ -38,23 +34,14 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     checks: list[dg.AssetChecksDefinition] = []
     flow_assets: dict[str, list[dg.AssetKey]] = {}
-    flows = [*FLOWS, *(f for f in config.flows if f not in FLOWS)]
+    flows = config.flows
     for flow in flows:
-        module = FLOWS.get(flow)
-        if module is not None:
-            flow_defs, flow_checks = module.build(partitions, pool, config.flow_boundaries(flow))
-        else:  # a flow declared in meshline.yaml alone: its boundaries and its rules
-            bounds = config.flow_boundaries(flow)
-            _, flow_defs, flow_checks = build_boundaries(tuple(b.name for b in bounds), partitions, pool, bounds)
-        flow_checks += [rule_check(rule, partitions, pool) for rule in config.rules.get(flow, [])]
+        flow_defs, flow_checks = build_flow(flow, config, partitions, pool)
         assets += flow_defs
         checks += flow_checks
         flow_assets[flow] = [k for a in flow_defs for k in a.keys]
     project = dbt_project(DBT_PROJECT_DIR, settings.dbt_target, settings.dbt_profiles_dir())
-    dbt_defs = build_dbt_assets(project, pool=pool, dbt_vars={
-        "handoff_sla_hours": lead_handoff.HANDOFF_SLA.total_seconds() / 3600,
-        "invoice_sla_hours": quote_to_cash.INVOICE_SLA.total_seconds() / 3600,
-        "plan_sync_sla_hours": subscription_updates.PLAN_SYNC_SLA.total_seconds() / 3600})
+    dbt_defs = build_dbt_assets(project, pool=pool)
 
     flow_jobs = [flow_job(flow, config.descriptions.get(flow)) for flow in flows]
     build_job = dbt_job(dbt_defs)
@@ -62,10 +49,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
     prune_job = retention_job(settings, ops.operational_retention_days)
     # The nightly re-judges a partition until its longest SLA has passed as of the other side's data:
     # the SLA plus the day the other side needs to load, or the lookback if that reaches further.
-    slas = {flow: [*(r.sla for r in config.rules.get(flow, [])), *([FLOWS[flow].SLA] if flow in FLOWS else [])]
-            for flow in flows}
     lookbacks = {flow: max([*(b.lookback_hours for b in config.flow_boundaries(flow)), 6.0,
-                            *(sla.total_seconds() / 3600 + 24 for sla in slas[flow])]) for flow in flows}
+                            *(r.sla.total_seconds() / 3600 + 24 for r in config.rules.get(flow, []))]) for flow in flows}
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
     sensors = build_sensors({flow: flow_job_name(flow) for flow in flows}, DBT_JOB, contracts,

@@ -1,7 +1,7 @@
 """Nightly schedules.
 
 `nightly_hygiene` (01:00 UTC): every flow's partitions from yesterday back as far as its boundaries'
-lookback reaches, or its longest reconciliation SLA plus a day (24 h → the three days before), each as
+lookback reaches, or its longest rule's SLA plus a day (24 h → the three days before), newest first, each as
 one run of the flow's boundary assets with all their checks, then one run of the dbt models (staging,
 marts, scorecard). Run keys
 `nightly_hygiene:<flow>:<partition>:<night>` make a re-evaluated tick launch nothing twice. The runs
@@ -20,9 +20,11 @@ HYGIENE_CRON = "0 1 * * *"
 
 
 def hygiene_partitions(night: date, lookback_hours: float) -> list[str]:
-    """Partition keys a night's hygiene reloads: yesterday, and the days the lookback reaches into."""
+    """Partition keys a night's hygiene reloads, newest first: yesterday, then the days the lookback
+    reaches into. Newest first, so that an older day's rules are judged with the other side's newest
+    data already loaded that night (a rule is due as of the other side's newest change)."""
     back = max(1, math.ceil(lookback_hours / 24) + 1)
-    return [(night - timedelta(days=i)).isoformat() for i in range(back, 0, -1)]
+    return [(night - timedelta(days=i)).isoformat() for i in range(1, back + 1)]
 
 
 def nightly_hygiene(flow_assets: dict[str, list[dg.AssetKey]], lookback_hours: dict[str, float],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.flows import lead_handoff
+from assets.config import load_config
+from assets.flows.declared import build_flow
 from assets.loading.warehouse import Warehouse
 from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from tests.conftest import TEST_REDACTION_KEY
@@ -45,9 +46,16 @@ def snapshot(url: str, *, normalize: bool = False) -> dict[str, list[tuple]]:
     return out
 
 
+def shipped_flow(flow: str, partitions: dg.PartitionsDefinition) -> tuple[list, list]:
+    """(assets, checks) of a flow as the shipped meshline.yaml declares it."""
+    from assets.settings import DEFAULT_CONFIG
+
+    return build_flow(flow, load_config(DEFAULT_CONFIG), partitions, None)
+
+
 def lead_handoff_defs(url: str, sandbox, start: str = "2026-01-01"):
     partitions = dg.DailyPartitionsDefinition(start_date=start)
-    assets, checks = lead_handoff.build(partitions, pool=None)
+    assets, checks = shipped_flow("lead_handoff", partitions)
     resources = {
         "warehouse": WarehouseResource(url=url, redaction_key=TEST_REDACTION_KEY),  # as the CLI reads it
         "sources": SourcesResource(boundaries={
@@ -76,3 +84,20 @@ def day_keys(truth: dict) -> list[str]:
 
     first = date.fromisoformat(truth["start"])
     return [(first + timedelta(days=i)).isoformat() for i in range(truth["days"])]
+
+
+def rule_failures(url: str, flow: str, partition_key: str | None = None) -> dict[str, set[str]]:
+    """Per rule of the flow, the keys meshline.rule_failures holds failing (one partition, or all)."""
+    out: dict[str, set[str]] = {}
+    sql = "SELECT rule, record_key FROM meshline.rule_failures WHERE flow = ? AND state = 'failing'"
+    with Warehouse(url).session() as s:
+        rows = s.query(sql + " AND partition_key = ?", (flow, partition_key)) if partition_key else s.query(sql, (flow,))
+    for rule, key in rows:
+        out.setdefault(rule, set()).add(key)
+    return out
+
+
+def rule_checks(res, on: str) -> dict[str, dg.AssetCheckEvaluation]:
+    """The run's rule checks on boundary `on` (the A side their findings and severity belong to), by rule."""
+    return {e.check_name[len("rule_"):]: e for e in res.get_asset_check_evaluations()
+            if e.check_name.startswith("rule_") and e.asset_key.path[-1] == on}

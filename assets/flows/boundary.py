@@ -43,7 +43,11 @@ def column_schema(contract: Contract) -> dg.TableSchema:
 
 
 def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None,
-                   lookback: timedelta, deadline: timedelta = timedelta(hours=1)) -> dg.AssetsDefinition:
+                   lookback: timedelta, deadline: timedelta = timedelta(hours=1), flow_description: str = ""
+                   ) -> dg.AssetsDefinition:
+    # Dagster has no description for an asset group: the flow's is the first line of each of its assets'.
+    flow_line = f"Flow `{contract.boundary_flow}`: {flow_description}\n\n" if flow_description else ""
+
     @dg.asset(
         key=asset_key(contract),
         partitions_def=partitions_def,
@@ -52,10 +56,11 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         group_name=contract.boundary_flow,
         owners=_owners(contract),
         kinds={"python", "arrow"},
-        description=(f"{contract.description}\n\nLoaded by Meshline's watermarked loader under contract "
+        description=(f"{flow_line}{contract.description}\n\nLoaded by Meshline's watermarked loader under contract "
                      f"`{contract.name}` v{contract.version} ({contract.severity}); invalid rows go to "
                      f"`meshline.dead_letters`."),
-        metadata={"contract": contract.name, "contract_version": contract.version,
+        metadata={"flow": contract.boundary_flow, "flow_description": flow_description or contract.boundary_flow,
+                  "contract": contract.name, "contract_version": contract.version,
                   "severity": contract.severity, "idempotency_key": contract.idempotency_key,
                   "change_token": contract.change_token, "lookback_hours": lookback.total_seconds() / 3600,
                   "dagster/table_name": raw_table(contract), "dagster/column_schema": column_schema(contract)},
@@ -228,8 +233,8 @@ def flow_contracts(names: tuple[str, ...], boundaries: list[Boundary] | None = N
 
 
 def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefinition, pool: str | None,
-                     boundaries: list[Boundary] | None = None, default_lookback: timedelta = timedelta(hours=6)
-                     ) -> tuple[list[Contract], list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+                     boundaries: list[Boundary] | None = None, default_lookback: timedelta = timedelta(hours=6),
+                     flow_description: str = "") -> tuple[list[Contract], list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """(contracts, assets, checks) every flow shares: one asset per boundary, its contract check, its
     contract-version (deprecation) check and the warehouse-analytics checks (volume, freshness, gaps)."""
     contracts = flow_contracts(names, boundaries)
@@ -237,7 +242,8 @@ def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefini
     assets = [boundary_asset(c, partitions_def, pool=pool,
                              lookback=timedelta(hours=conf[c.name].lookback_hours) if c.name in conf
                              else default_lookback,
-                             deadline=timedelta(minutes=conf[c.name].deadline_minutes if c.name in conf else 60))
+                             deadline=timedelta(minutes=conf[c.name].deadline_minutes if c.name in conf else 60),
+                             flow_description=flow_description)
               for c in contracts]
     checks = [contract_check(c, partitions_def, pool=pool) for c in contracts]
     checks += [deprecation_check(c, partitions_def) for c in contracts]

@@ -11,14 +11,17 @@ partition on DuckDB and Postgres.
         partition_by: mql_at                    # A's timestamp column whose day is the partition
         sla: 24h                                # s, m, h or d; measured from partition_by (or sla_from)
         where: [{column: campaign, op: "!=", value: test}]   # on A; structured, never SQL
-        severity: critical                      # critical (blocking check) | standard
+        severity: critical                      # critical (an ERROR check that blocks) | error (an
+                                                # ERROR check) | standard (a WARN check; the default)
 
 What each kind finds, for the A rows of one partition (B rows for `orphans`):
-- presence: an A row with no matching B row once the SLA has passed;
+- presence: an A row with no matching B row once the SLA has passed (with `b_at`, B's timestamp column:
+  no matching B row stamped within the SLA of A's, so a late handoff fails as a missing one does);
 - cardinality: an A row with more B rows than `at_most` (or other than `exactly`, once due);
 - orphans: a B row with no matching A row (once due, when an SLA is given);
 - agreement: a matched pair whose `fields` differ: exactly, within `tolerance`, or through `map`;
-- latest_state: the newest A row per key (by `order_by`) whose `fields` B does not hold once due;
+- latest_state: the newest A row per key (by `order_by`) whose `fields` B does not hold once due (with
+  `b_at`, B's timestamp of its state: at once when B's state is newer than A's row and still differs);
 - aggregate_parity: count, or sum of a column, on A and on B (`b_partition_by`) differing by more
   than `tolerance` (a fraction of A's figure).
 
@@ -45,6 +48,7 @@ KINDS = ("presence", "cardinality", "orphans", "agreement", "latest_state", "agg
 OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "in": "IN", "not_in": "NOT IN",
        "is_null": "IS NULL", "not_null": "IS NOT NULL"}
 SAMPLE = 5
+SEVERITIES = ("critical", "error", "standard")
 _SLA = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PY_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -54,11 +58,11 @@ _PY_TYPES: dict[str, type | tuple[type, ...]] = {
 COMMON = {"kind": str, "from": str, "to": str, "match": dict, "partition_by": str, "where": list, "sla": str,
           "sla_from": str, "severity": str, "description": str}
 EXTRA: dict[str, dict[str, Any]] = {
-    "presence": {},
+    "presence": {"b_at": str},
     "cardinality": {"at_most": int, "exactly": int},
     "orphans": {"b_partition_by": str, "b_where": list},
     "agreement": {"fields": list},
-    "latest_state": {"fields": list, "order_by": str},
+    "latest_state": {"fields": list, "order_by": str, "b_at": str},
     "aggregate_parity": {"aggregate": str, "column": str, "b_column": str, "b_partition_by": str,
                          "tolerance": (int, float)},
 }
@@ -127,17 +131,22 @@ class Rule:
     sla_from: str = ""
     where: tuple[Filter, ...] = ()
     b_where: tuple[Filter, ...] = ()
-    critical: bool = False
+    severity: str = "standard"
     at_most: int | None = None
     exactly: int | None = None
     fields: tuple[Field, ...] = ()
     order_by: str = ""
     b_partition_by: str = ""
+    b_at: str = ""
     aggregate: str = "count"
     column: str = ""
     b_column: str = ""
     tolerance: float = 0.0
     description: str = ""
+
+    @property
+    def critical(self) -> bool:
+        return self.severity == "critical"
 
     @property
     def check_name(self) -> str:
@@ -151,7 +160,8 @@ class Rule:
         sla = f" within {hours:g} h" if self.sla else ""
         on = ", ".join(f"{x}={y}" for x, y in self.match)
         return {
-            "presence": f"every {a} row has a matching {b} row ({on}){sla}",
+            "presence": f"every {a} row has a matching {b} row ({on}){sla}"
+                        + (f" (by {b}.{self.b_at})" if self.b_at else ""),
             "cardinality": f"every {a} row has {'at most' if self.at_most is not None else 'exactly'} "
                            f"{self.at_most if self.at_most is not None else self.exactly} {b} row(s) ({on}){sla}",
             "orphans": f"every {b} row has a matching {a} row ({on}){sla}",
@@ -175,6 +185,9 @@ class Findings:
     as_of: datetime | None = None
     sample: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
+    # Every failing and pending key, as the warehouse holds it: stored only through `stored_key`.
+    failing_keys: list[Any] = field(default_factory=list)
+    pending_keys: list[Any] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -243,12 +256,14 @@ def parse_rule(flow: str, name: str, spec: Any, contracts: Mapping[str, Contract
     sla_from = col(sla_side, "sla_from", spec.get("sla_from") or (b_partition_by if kind == "orphans" else partition_by),
                    times)
     severity = spec.get("severity", "standard")
-    if severity not in ("critical", "standard"):
-        raise fail("severity", f"expected critical or standard, got {severity!r}")
+    if severity not in SEVERITIES:
+        raise fail("severity", f"expected one of {', '.join(SEVERITIES)}, got {severity!r}")
     rule = Rule(flow=flow, name=name, kind=kind, a=a, b=b, match=tuple(match), partition_by=partition_by, sla=sla,
                 sla_from=sla_from, where=_filters(spec.get("where") or [], a, fail, "where"),
-                b_where=_filters(spec.get("b_where") or [], b, fail, "b_where"), critical=severity == "critical",
+                b_where=_filters(spec.get("b_where") or [], b, fail, "b_where"), severity=severity,
                 b_partition_by=b_partition_by, description=spec.get("description", ""))
+    if "b_at" in spec:
+        rule = replace(rule, b_at=col(b, "b_at", spec["b_at"], times))
     if kind == "cardinality":
         if ("at_most" in spec) == ("exactly" in spec):
             raise fail("at_most", "a cardinality rule takes one of at_most or exactly")
@@ -352,9 +367,13 @@ def _where(filters: tuple[Filter, ...], alias: str) -> tuple[str, list[Any]]:
     return "".join(f" AND {p}" for p in parts), params
 
 
+def stored_key(value: Any, contract: Contract, key: bytes) -> str:
+    """A key as findings hold it: redacted when the contract marks its key column as PII."""
+    return str(redact_value(value, key) if contract.idempotency_key in contract.pii_columns else value)
+
+
 def _sample(keys: list[Any], contract: Contract, key: bytes) -> list[str]:
-    pii = contract.idempotency_key in contract.pii_columns
-    return [str(redact_value(k, key) if pii else k) for k in keys[:SAMPLE]]
+    return [stored_key(k, contract, key) for k in keys[:SAMPLE]]
 
 
 def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
@@ -379,6 +398,7 @@ def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
             out.checked = s.scalar(f"SELECT count(*) FROM {tb} b WHERE b.{ident(rule.b_partition_by)} >= ?"
                                    f" AND b.{ident(rule.b_partition_by)} < ?{cond}", [window.start, window.end, *params])
             failing = [k for k, due in rows if due]
+            out.failing_keys, out.pending_keys = failing, [k for k, due in rows if not due]
             out.failing, out.pending = len(failing), len(rows) - len(failing)
             out.sample = _sample(failing, rule.b, wh.redaction_key)
             return out
@@ -386,18 +406,23 @@ def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
         base = (f"FROM {ta} a WHERE a.{ident(rule.partition_by)} >= ? AND a.{ident(rule.partition_by)} < ?{cond}")
         base_params = [window.start, window.end, *params]
         key = f"a.{ident(rule.a.idempotency_key)}"
+        pending: list[Any] = []
         if rule.kind in ("presence", "cardinality"):
-            rows = s.query(f"SELECT {key}, (SELECT count(*) FROM {tb} b WHERE {_on(rule)}) AS n,"
-                           f" a.{ident(rule.sla_from)} <= ? AS due {base} ORDER BY 1", [cutoff, *base_params])
+            in_time, in_time_params = "", []
+            if rule.b_at:
+                in_time, in_time_params = f" AND b.{ident(rule.b_at)} <= a.{ident(rule.sla_from)} + ?", [rule.sla]
+            rows = s.query(f"SELECT {key}, (SELECT count(*) FROM {tb} b WHERE {_on(rule)}{in_time}) AS n,"
+                           f" a.{ident(rule.sla_from)} <= ? AS due {base} ORDER BY 1",
+                           [*in_time_params, cutoff, *base_params])
             out.checked = len(rows)
             if rule.kind == "presence":
                 failing = [k for k, n, due in rows if n == 0 and due]
-                out.pending = sum(1 for _, n, due in rows if n == 0 and not due)
+                pending = [k for k, n, due in rows if n == 0 and not due]
             elif rule.at_most is not None:
                 failing = [k for k, n, _ in rows if n > rule.at_most]
             else:
                 failing = [k for k, n, due in rows if n > rule.exactly or (n < rule.exactly and due)]  # type: ignore[operator]
-                out.pending = sum(1 for _, n, due in rows if n < rule.exactly and not due)  # type: ignore[operator]
+                pending = [k for k, n, due in rows if n < rule.exactly and not due]  # type: ignore[operator]
         elif rule.kind == "agreement":
             fa = ", ".join(f"a.{ident(f.a)}" for f in rule.fields)
             fb = ", ".join(f"b.{ident(f.b)}" for f in rule.fields)
@@ -411,19 +436,29 @@ def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
             fa = ", ".join(f"l.{ident(f.a)}" for f in rule.fields)
             fb = ", ".join(f"b.{ident(f.b)}" for f in rule.fields)
             keys_a = ", ".join(f"a.{ident(x)}" for x, _ in rule.match)
+            keys_b = ", ".join(f"b.{ident(y)}" for _, y in rule.match)
+            # The newest A row per key over all of A (a key's older state is superseded, whatever its
+            # day), judged on the partition its newest row falls in; B's state is B's newest row per key.
             latest = (f"SELECT a.*, row_number() OVER (PARTITION BY {keys_a} ORDER BY a.{ident(rule.order_by)} DESC,"
-                      f" {key} DESC) AS _rn {base}")
-            rows = s.query(f"SELECT l.{ident(rule.a.idempotency_key)}, l.{ident(rule.sla_from)} <= ? AS due,"
+                      f" {key} DESC) AS _rn FROM {ta} a WHERE 1 = 1{cond}")
+            held = (f"SELECT b.*, row_number() OVER (PARTITION BY {keys_b} ORDER BY b.{ident(rule.b.change_token)}"
+                    f" DESC, b.{ident(rule.b.idempotency_key)} DESC) AS _rn FROM {tb} b")
+            pb = f"l.{ident(rule.partition_by)}"
+            since = (f"coalesce(b.{ident(rule.b_at)} >= l.{ident(rule.order_by)}, false)" if rule.b_at
+                     else "false")
+            rows = s.query(f"SELECT l.{ident(rule.a.idempotency_key)}, l.{ident(rule.sla_from)} <= ? OR {since} AS due,"
                            f" (b.{ident(rule.b.idempotency_key)} IS NOT NULL) AS found, {fa}, {fb}"
-                           f" FROM ({latest}) l LEFT JOIN {tb} b ON {_on(rule, 'l')} WHERE l._rn = 1 ORDER BY 1",
-                           [cutoff, *base_params])
+                           f" FROM ({latest}) l LEFT JOIN ({held}) b ON {_on(rule, 'l')} AND b._rn = 1"
+                           f" WHERE l._rn = 1 AND {pb} >= ? AND {pb} < ? ORDER BY 1",
+                           [cutoff, *params, window.start, window.end])
             n = len(rule.fields)
             out.checked = len(rows)
             stale = [(r[0], r[1]) for r in rows
                      if not r[2] or not all(f.agree(r[3 + i], r[3 + n + i]) for i, f in enumerate(rule.fields))]
             failing = [k for k, due in stale if due]
-            out.pending = len(stale) - len(failing)
-    out.failing = len(failing)
+            pending = [k for k, due in stale if not due]
+    out.failing, out.pending = len(failing), len(pending)
+    out.failing_keys, out.pending_keys = failing, pending
     out.sample = _sample(failing, rule.a, wh.redaction_key)
     return out
 

@@ -66,7 +66,19 @@ def _flows_scored(c: Context) -> tuple[bool, str]:
     missing = [f for f in c.flows if f not in scored]
     if missing:
         return False, f"flows without a score: {', '.join(missing)}"
-    return True, f"marts.hygiene_scorecard scores {len(c.flows)} flow(s): {', '.join(c.flows)}"
+    unruled = [f for f in c.flows if not c.config.rules.get(f)]
+    if unruled:
+        return False, f"flows with no reconciliation rule in meshline.yaml: {', '.join(unruled)}"
+    declared = {(f, r.name) for f in c.flows for r in c.config.rules[f]}
+    judged = {(f, r): (int(n), int(x or 0)) for f, r, n, x in c.query(
+        "SELECT flow, rule, count(*), sum(failing) FROM meshline.rule_findings GROUP BY flow, rule")
+        } if c.exists("meshline", "rule_findings") else {}
+    never = sorted(f"{f}.{r}" for f, r in declared - set(judged))
+    if never:
+        return False, f"rules never evaluated: {', '.join(never)} (run the flows' jobs)"
+    failing = sum(x for k, (_, x) in judged.items() if k in declared)
+    return True, (f"marts.hygiene_scorecard scores {len(c.flows)} flow(s): {', '.join(c.flows)}; "
+                  f"{len(declared)} rule(s) evaluated, {failing} record(s) failing as last judged")
 
 
 def _centralized_metrics(c: Context) -> tuple[bool, str]:

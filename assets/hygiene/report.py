@@ -2,7 +2,7 @@
 scripts, no fonts or files fetched).
 
 1. dead letters per flow, per day          (marts.hygiene_scorecard, else meshline.dead_letters)
-2. reconciliation failures per flow, per day (marts.hygiene_scorecard)
+2. reconciliation failures per flow, per day (meshline.rule_findings: each declared rule's latest verdict)
 3. freshness lag per flow, per day, hours  (marts.hygiene_scorecard)
 4. MTTR by severity, minutes               (meshline.incidents)
 5. synthetic detection over 90 days, %     (meshline.synthetic_runs)
@@ -106,15 +106,18 @@ def gather(wh: Warehouse) -> list[Plot]:
     recon: dict[str, list[tuple[str, float]]] = {}
     fresh: dict[str, list[tuple[str, float]]] = {}
     if wh.table_exists("marts", "hygiene_scorecard"):
-        for flow, part, d, r, lag in q("SELECT flow, partition_key, dead_letters, reconciliation_failures,"
-                                       " freshness_lag_hours FROM marts.hygiene_scorecard ORDER BY partition_key"):
+        for flow, part, d, lag in q("SELECT flow, partition_key, dead_letters,"
+                                    " freshness_lag_hours FROM marts.hygiene_scorecard ORDER BY partition_key"):
             dead.setdefault(flow, []).append((str(part), float(d or 0)))
-            recon.setdefault(flow, []).append((str(part), float(r or 0)))
             if lag is not None:
                 fresh.setdefault(flow, []).append((str(part), round(float(lag), 2)))
     elif wh.table_exists("meshline", "dead_letters"):
         for flow, part, n in q("SELECT flow, partition_key, count(*) FROM meshline.dead_letters GROUP BY 1, 2"):
             dead.setdefault(flow, []).append((str(part), float(n)))
+    if wh.table_exists("meshline", "rule_findings"):  # the rules' own verdicts, dbt built or not
+        for flow, part, n in q("SELECT flow, partition_key, sum(failing) FROM meshline.rule_findings"
+                               " GROUP BY flow, partition_key ORDER BY partition_key"):
+            recon.setdefault(flow, []).append((str(part), float(n or 0)))
     mttr: dict[str, list[Any]] = {}
     if wh.table_exists("meshline", "incidents"):
         for sev, m in q("SELECT severity, avg(minutes_to_resolve) FROM meshline.incidents WHERE status = 'resolved'"

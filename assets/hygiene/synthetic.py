@@ -7,15 +7,18 @@ compensating-backfill sensor's logic, and scores each mode:
 
 | mode                  | injected                                            | detector                   |
 |-----------------------|-----------------------------------------------------|----------------------------|
-| missing_record        | MQLs the CRM never gets                             | handoff_reconciliation     |
-| duplicate             | MQLs turned into two CRM leads                      | handoff_reconciliation     |
+| missing_record        | MQLs the CRM never gets                             | rule_handed_off            |
+| duplicate             | MQLs turned into two CRM leads                      | rule_one_crm_lead          |
 | malformed_row         | rows breaking the contracts                         | contract (dead letters)    |
 | schema_drift          | a column the CRM starts sending                     | contract (held rows)       |
-| late_arrival          | CRM leads arriving after their partition, old token | hygiene lookback, else handoff_reconciliation |
-| dropped_event         | plan changes billing never hears of                 | plan_sync_reconciliation   |
+| late_arrival          | CRM leads arriving after their partition, old token | hygiene lookback, else rule_handed_off |
+| dropped_event         | plan changes billing never hears of                 | rule_plan_applied          |
 | partial_write         | a day of product events only 30% delivered          | volume                     |
 | rate_limit_throttling | billing's API answering 429                         | source_throttling          |
-| silent_etl_drop       | CRM leads deleted from the warehouse by "a job"     | handoff_reconciliation     |
+| silent_etl_drop       | CRM leads deleted from the warehouse by "a job"     | rule_handed_off            |
+
+The rule detectors are the shipped meshline.yaml's rules of lead_handoff and subscription_updates (the
+world's sources are the sandbox's, whatever the user's configuration points at).
 
 Per mode: injected, detected, false positives, seconds from injection to detection, and how many the
 compensating backfill remediated (where a reload can: late arrivals, partial writes, silent drops).
@@ -43,10 +46,10 @@ if TYPE_CHECKING:  # Dagster is imported when a run starts, not by `meshline syn
 
 MODES = ("missing_record", "duplicate", "malformed_row", "schema_drift", "late_arrival", "dropped_event",
          "partial_write", "rate_limit_throttling", "silent_etl_drop")
-DETECTORS = {"missing_record": "handoff_reconciliation", "duplicate": "handoff_reconciliation",
-             "malformed_row": "contract", "schema_drift": "contract", "late_arrival": "handoff_reconciliation",
-             "dropped_event": "plan_sync_reconciliation", "partial_write": "volume",
-             "rate_limit_throttling": "source_throttling", "silent_etl_drop": "handoff_reconciliation"}
+DETECTORS = {"missing_record": "rule_handed_off", "duplicate": "rule_one_crm_lead",
+             "malformed_row": "contract", "schema_drift": "contract", "late_arrival": "rule_handed_off",
+             "dropped_event": "rule_plan_applied", "partial_write": "volume",
+             "rate_limit_throttling": "source_throttling", "silent_etl_drop": "rule_handed_off"}
 REMEDIABLE = {"late_arrival", "partial_write", "silent_etl_drop"}
 SYNTHETIC_TAG = "meshline/synthetic"
 DRIFT_COLUMN = "lead_score"
@@ -116,6 +119,11 @@ class _World:
         self.api = BillingApi(self.subs.billing_path, throttle_every=4)
         self.api.start()
         self.keys = [(date.fromisoformat(self.lh_truth["start"]) + timedelta(days=i)).isoformat() for i in range(days)]
+        from assets.config import load_config
+        from assets.settings import DEFAULT_CONFIG
+
+        self.config = load_config(DEFAULT_CONFIG)
+        self.rules = {r.check_name: r for flow in ("lead_handoff", "subscription_updates") for r in self.config.rules[flow]}
 
     def close(self) -> None:
         self.api.stop()
@@ -136,10 +144,9 @@ class _World:
     def materialize(self, flow: str, key: str, tags: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
         import dagster as dg
 
-        from assets.flows import lead_handoff, subscription_updates
+        from assets.flows.declared import build_flow
 
-        mod = {"lead_handoff": lead_handoff, "subscription_updates": subscription_updates}[flow]
-        assets, checks = mod.build(dg.DailyPartitionsDefinition(start_date=self.keys[0]), pool=None)
+        assets, checks = build_flow(flow, self.config, dg.DailyPartitionsDefinition(start_date=self.keys[0]), None)
         return dg.materialize([*assets, *checks], partition_key=key, instance=self.instance, raise_on_error=False,
                               resources=self.resources(), tags={SYNTHETIC_TAG: self.run_id, **(tags or {})},
                               run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
@@ -151,7 +158,6 @@ def run_synthetic(settings: Settings, *, disabled: frozenset[str] = frozenset(),
     assets' history in the UI never shows a synthetic world's result."""
     import dagster as dg
 
-    from assets.flows import lead_handoff, subscription_updates
     from assets.loading import Warehouse
     from assets.remediation.compensation import plan_compensation
     from assets.remediation.state import now
@@ -217,7 +223,7 @@ def run_synthetic(settings: Settings, *, disabled: frozenset[str] = frozenset(),
                 "SELECT marketing_lead_id FROM raw.crm_leads WHERE owner = 'rep_late'")} & late
         # remediation: the rest of the partial day arrives; the sensor's logic launches compensating runs
         (w.subs.events_dir / f"events-{last}-redelivered.jsonl").write_text("\n".join(held_back) + "\n")
-        flow_jobs = {lead_handoff.FLOW: lead_handoff.FLOW, subscription_updates.FLOW: subscription_updates.FLOW}
+        flow_jobs = {"lead_handoff": "lead_handoff", "subscription_updates": "subscription_updates"}
         launched = 0
         for _ in range(2):
             reqs, _ = plan_compensation(wh, instance, flow_jobs, None)
@@ -279,7 +285,7 @@ def run_synthetic(settings: Settings, *, disabled: frozenset[str] = frozenset(),
         # false positives of the shared missing-record detector: whatever it found beyond every injection
         extra = len(f["missing"] - missing_all)
         for s_ in scores:
-            if s_.detector == "handoff_reconciliation" and s_.mode != "duplicate":
+            if s_.detector == "rule_handed_off":
                 s_.false_positives = extra
     finally:
         w.close()
@@ -294,18 +300,19 @@ def _detect(w: _World, wh: Warehouse, disabled: frozenset[str]) -> dict[str, Any
     """What the detectors report over the isolated warehouse right now."""
     import dagster as dg
 
-    from assets.flows import lead_handoff, subscription_updates
+    from assets.flows.rules import evaluate
 
     out: dict[str, Any] = {"missing": set(), "duplicated": set(), "not_reflected": set(), "dead_letters": set(),
                            "volume": set(), "volume_now": set(), "throttled": 0}
-    if "handoff_reconciliation" not in disabled:
+    for detector, found in (("rule_handed_off", "missing"), ("rule_one_crm_lead", "duplicated")):
+        if detector not in disabled:
+            for key in w.keys:
+                out[found] |= set(evaluate(wh, w.rules[detector], key).failing_keys)
+    if "rule_plan_applied" not in disabled:
+        with wh.session() as s:  # the rule names events; the sandbox's truth names their accounts
+            account = dict(s.query("SELECT event_id, account_id FROM raw.product_plan_events"))
         for key in w.keys:
-            r = lead_handoff.reconcile(wh, key)
-            out["missing"] |= set(r["missing"])
-            out["duplicated"] |= set(r["duplicated"])
-    if "plan_sync_reconciliation" not in disabled:
-        for key in w.keys:
-            out["not_reflected"] |= set(subscription_updates.reconcile(wh, key)["not_reflected"])
+            out["not_reflected"] |= {account[e] for e in evaluate(wh, w.rules["rule_plan_applied"], key).failing_keys}
     with wh.session() as s:
         if "contract" not in disabled:
             out["dead_letters"] = {(sys_, str(json.loads(loc).get("row_id"))) for sys_, loc in s.query(

@@ -175,6 +175,18 @@ META_DDL.append(
         PRIMARY KEY (flow, rule, partition_key)
     )""")
 
+META_DDL.append(
+    # Each failing or pending key of a rule's latest evaluation of a partition (redacted when the key is
+    # PII): what the dbt mart marts.reconciliation_failures, the demo and the synthetic run read.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.rule_failures (
+        flow TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        evaluated_at TIMESTAMP NOT NULL
+    )""")
+
 _CONTRACT_COLS = ("contract", "version", "severity", "flow", "source_system", "source_table", "idempotency_key",
                   "change_token", "owner_contract", "owner_execution", "owner_business", "freshness_hours",
                   "dead_letter_rate_max", "deprecated_after", "pii_columns", "columns_json")

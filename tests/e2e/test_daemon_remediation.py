@@ -32,7 +32,7 @@ def _state(wh: Warehouse):
         rem = s.query("SELECT flow, partition_key, status, attempts, last_run_key FROM meshline.remediations"
                       " ORDER BY partition_key")
         inc = s.query("SELECT partition_key, status, minutes_to_resolve, resolved_by_run FROM meshline.incidents"
-                      " WHERE check_name = 'handoff_reconciliation' ORDER BY partition_key")
+                      " WHERE check_name = 'rule_handed_off' ORDER BY partition_key")
     return rem, inc
 
 

@@ -19,22 +19,26 @@ from tests.helpers import snapshot
 pytestmark = pytest.mark.slow
 
 
-def _mart(url: str) -> dict[str, set[int]]:
+def _found(url: str, flow: str) -> dict[str, set[int]]:
+    """Per rule of the flow, the records marts.reconciliation_failures shows failing (and "pending")."""
     out: dict[str, set[int]] = {}
     with Warehouse(url).session() as s:
-        for lead_id, status in s.query("SELECT lead_id, handoff_status FROM marts.lead_handoff"):
-            out.setdefault(status, set()).add(int(lead_id))
+        for rule, state, key in s.query("SELECT rule, state, record_key FROM marts.reconciliation_failures"
+                                        " WHERE flow = ?", (flow,)):
+            out.setdefault(rule if state == "failing" else "pending", set()).add(key)
     return out
 
 
+def _ints(keys: set) -> set[int]:
+    return {int(k) for k in keys}
+
+
 def _assert_exact(url: str, truth: dict) -> None:
-    mart = _mart(url)
-    assert mart["missing"] == set(truth["never_synced"])
-    assert mart["duplicated"] == set(truth["duplicated"])
-    assert mart["late"] == set(truth["slow"])
-    flagged = mart["missing"] | mart["duplicated"] | mart["late"]
-    assert sum(len(v) for v in mart.values()) == truth["mqls"]
-    assert not (mart["handed_off"] & flagged)
+    found = _found(url, "lead_handoff")
+    assert _ints(found["handed_off"]) == set(truth["never_synced"])
+    assert _ints(found["one_crm_lead"]) == set(truth["duplicated"])
+    # a late handoff fails the in-time rule as a missing one does
+    assert _ints(found["handed_off_in_time"]) == set(truth["never_synced"]) | set(truth["slow"])
     with Warehouse(url).session() as s:
         dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
                        " WHERE flow = 'lead_handoff'")
@@ -49,34 +53,30 @@ def _assert_exact(url: str, truth: dict) -> None:
 
 
 def _assert_exact_q2c(url: str, truth: dict) -> None:
-    got: dict[str, set[int]] = {}
+    found = _found(url, "quote_to_cash")
     with Warehouse(url).session() as s:
-        for opp, inv, status in s.query("SELECT opportunity_id, invoice_id, q2c_status FROM marts.quote_to_cash"):
-            got.setdefault(status, set()).add(int(inv) if status == "no_deal" else int(opp))
         dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
                        " WHERE flow = 'quote_to_cash'")
     assert truth["no_invoice"] and truth["amount_mismatch"] and truth["currency_mismatch"] and truth["no_deal"]
-    assert got["missing_invoice"] == set(truth["no_invoice"])
-    assert got["amount_mismatch"] == set(truth["amount_mismatch"])
-    assert got["currency_mismatch"] == set(truth["currency_mismatch"])
-    assert got["no_deal"] == set(truth["no_deal"])
+    assert _ints(found["invoiced"]) == set(truth["no_invoice"])
+    assert _ints(found["same_amount"]) == set(truth["amount_mismatch"])
+    assert _ints(found["same_currency"]) == set(truth["currency_mismatch"])
+    assert _ints(found["invoice_has_deal"]) == set(truth["no_deal"])
     assert sorted((a, int(json.loads(loc)["row_id"]), r) for a, loc, r in dead) == sorted(
         (m["system"], m["row_id"], m["reason_code"]) for m in truth["malformed"])
 
 
 def _assert_exact_subs(url: str, truth: dict) -> None:
-    got: dict[str, set[int]] = {}
+    found = _found(url, "subscription_updates")
     with Warehouse(url).session() as s:
-        for account, status in s.query("SELECT account_id, sync_status FROM marts.subscription_updates"):
-            got.setdefault(status, set()).add(int(account))
+        account = dict(s.query("SELECT event_id, account_id FROM raw.product_plan_events"))
         dead = s.query("SELECT source_system, locator, reason_code FROM meshline.dead_letters"
                        " WHERE flow = 'subscription_updates'")
         pii_cols = s.query("SELECT column_name FROM information_schema.columns WHERE table_schema IN"
                            " ('staging', 'marts') AND column_name IN ('actor_email', 'billing_email')")
     assert truth["not_reflected"] and truth["plan_mismatch"]
-    assert got["not_reflected"] == set(truth["not_reflected"])
-    assert got["plan_mismatch"] == set(truth["plan_mismatch"])
-    assert sum(len(v) for v in got.values()) == truth["accounts"]
+    # the rule names each account's latest event; billing never applied it, or applied another plan
+    assert {account[e] for e in found["plan_applied"]} == set(truth["not_reflected"]) | set(truth["plan_mismatch"])
     located = sorted((a, f"{d['file']}:{d['line']}" if "file" in d else str(d.get("source_position") or d["row_id"]), r)
                      for a, loc, r in dead for d in [json.loads(loc)])
     assert located == sorted((m["system"], str(m.get("position") or m["row_id"]), m["reason_code"])
@@ -101,13 +101,13 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
     assert truth["never_synced"] and truth["duplicated"] and truth["slow"] and truth["malformed"]
     _assert_exact(url, truth)
     totals = summary["totals"]
-    assert (totals["missing"], totals["duplicated"], totals["late"]) == (
-        len(truth["never_synced"]), len(truth["duplicated"]), len(truth["slow"]))
+    assert (totals["handed_off"], totals["one_crm_lead"], totals["handed_off_in_time"]) == (
+        len(truth["never_synced"]), len(truth["duplicated"]), len(truth["never_synced"]) + len(truth["slow"]))
     assert totals["hygiene_loaded"] == len(truth["late_updates"])
     # the per-day table and the way on
     for day in ("2026-03-12", "2026-03-14"):
         assert f" {day} " in out
-    assert "make dev" in out and "contract:crm" in out and "reconciliation" in out
+    assert "make dev" in out and "crm_leads" in out and "one_crm_lead" in out
     assert summary["report"] in out and "<svg" in Path(summary["report"]).read_text()  # the report, and where
     assert not re.search(r"@(example\.com|example\.org|mail\.example\.net)", out), "no sandbox e-mail printed"
     # the runs are in the instance the UI reads
@@ -129,7 +129,9 @@ def test_demo_finds_exactly_the_injected_handoff_faults(backend, home, request, 
             " FROM marts.hygiene_scorecard GROUP BY flow")}
         days = s.scalar("SELECT count(DISTINCT partition_key) FROM marts.hygiene_scorecard")
     assert days == DAYS
-    assert card["lead_handoff"][:2] == (len(truth["malformed"]), len(truth["never_synced"]) + len(truth["duplicated"]))
+    # the scorecard sums each rule's failures: a never-synced MQL fails both presence rules
+    assert card["lead_handoff"][:2] == (len(truth["malformed"]), 2 * len(truth["never_synced"])
+                                        + len(truth["duplicated"]) + len(truth["slow"]))
     assert card["quote_to_cash"][:2] == (len(q2c_truth["malformed"]), sum(
         len(q2c_truth[k]) for k in ("no_invoice", "amount_mismatch", "currency_mismatch", "no_deal")))
     assert card["subscription_updates"][:2] == (len(subs_truth["malformed"]), len(subs_truth["not_reflected"])

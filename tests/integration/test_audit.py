@@ -8,11 +8,14 @@ from datetime import timedelta
 
 import pytest
 
+from assets.config import load_config
+from assets.flows.declared import store
+from assets.flows.rules import Findings
 from assets.hygiene.audit import evaluate
 from assets.loading import Warehouse
 from assets.loading.ddl import ensure_tables
 from assets.remediation.state import CheckOutcome, ensure, now, record_check, record_postmortem
-from assets.settings import PROJECT_ROOT, Settings
+from assets.settings import DEFAULT_CONFIG, PROJECT_ROOT, Settings
 from expectations.registry import Registry
 from orchestration.cli.audit import main
 
@@ -45,6 +48,9 @@ def healthy(warehouse_url, tmp_path):
         for flow in FLOWS:
             tx.execute("INSERT INTO marts.hygiene_scorecard VALUES (?, '2026-03-10')", (flow,))
         tx.execute("INSERT INTO meshline.synthetic_runs VALUES ('s1', ?, ?, 9, 9, 0, 'passed')", (now(), now()))
+        for rules in load_config(DEFAULT_CONFIG).rules.values():  # every declared rule judged once
+            for rule in rules:
+                store(tx, rule, Findings(rule.name, rule.kind, "2026-03-10", checked=3), "r")
     for flow, names in FLOWS.items():
         for n in names:
             record_check(wh, CheckOutcome(flow=flow, contract=n, contract_severity="standard", asset=n,
@@ -87,6 +93,9 @@ def test_each_item_reports_n_when_what_it_checks_is_missing(healthy, tmp_path, m
     from assets.catalog import publish
 
     publish(Registry(), settings.warehouse_url)
+    change("DELETE FROM meshline.rule_findings WHERE rule = 'plan_applied'")
+    items = {it.number: it for it in evaluate(settings)}
+    assert not items[2].ok and "rules never evaluated: subscription_updates.plan_applied" in items[2].evidence
     change("DELETE FROM marts.hygiene_scorecard WHERE flow = 'quote_to_cash'")
     assert _verdicts(settings)[2] is False
     change("DELETE FROM meshline.load_log WHERE asset = 'billing_invoices'")

@@ -1,4 +1,4 @@
-"""Asset checks on partitions: contract checks (counts per reason code), the handoff reconciliation
+"""Asset checks on partitions: contract checks (counts per reason code), lead_handoff's declared rules
 (exactly the injected faults), and the preflight that refuses a load when the source lacks a column."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.flows.lead_handoff import reconcile
 from assets.loading import Warehouse
 from tests.conftest import SIM_END
-from tests.helpers import day_keys, lead_handoff_defs, materialize_day, snapshot
+from tests.helpers import day_keys, lead_handoff_defs, materialize_day, rule_checks, rule_failures, snapshot
 
 
 def _evaluations(res) -> dict[str, dg.AssetCheckEvaluation]:
@@ -35,13 +34,14 @@ def test_checks_report_dead_letters_by_reason_and_reconciliation_finds_exactly_t
             by_reason.update(md["dead_letters_by_reason"].value)
             assert md["gx_success"].value is True
             assert ev[name].passed == (md["dead_letters"].value == 0)
-        rec = ev["handoff_reconciliation"]
-        r = reconcile(Warehouse(warehouse_url), key)
-        assert rec.metadata["missing"].value == len(r["missing"])
-        assert rec.metadata["duplicated"].value == len(r["duplicated"])
-        assert rec.passed == (not r["missing"] and not r["duplicated"])
-        missing += r["missing"]
-        duplicated += r["duplicated"]
+        rules = rule_checks(res, "marketing_leads")
+        found = rule_failures(warehouse_url, "lead_handoff", key)
+        for rule in ("handed_off", "one_crm_lead"):
+            assert rules[rule].metadata["failing"].value == len(found.get(rule, ()))
+            assert rules[rule].passed == (not found.get(rule))
+            assert rules[rule].severity == dg.AssetCheckSeverity.ERROR
+        missing += [int(k) for k in found.get("handed_off", ())]
+        duplicated += [int(k) for k in found.get("one_crm_lead", ())]
     assert by_reason == Counter(m["reason_code"] for m in truth["malformed"])
     assert sorted(missing) == truth["never_synced"] and truth["never_synced"]
     assert sorted(duplicated) == truth["duplicated"] and truth["duplicated"]

@@ -22,9 +22,9 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"raw/marketing_leads", "raw/crm_leads", "staging/stg_marketing_leads", "staging/stg_crm_leads",
-            "marts/lead_handoff", "raw/crm_opportunities", "raw/billing_invoices", "marts/quote_to_cash",
-            "raw/product_plan_events", "raw/billing_subscriptions", "marts/subscription_updates",
-            "marts/hygiene_scorecard"} <= keys
+            "raw/crm_opportunities", "raw/billing_invoices", "raw/product_plan_events",
+            "raw/billing_subscriptions", "marts/reconciliation_failures", "marts/hygiene_scorecard"} <= keys
+    assert not {"marts/lead_handoff", "marts/quote_to_cash", "marts/subscription_updates"} & keys  # no per-flow SQL
     jobs = {j.name for j in defs.resolve_all_job_defs()}
     assert {"lead_handoff_job", "quote_to_cash_job", "subscription_updates_job", "dbt_build_job"} <= jobs
     for flow, boundaries in (("lead_handoff", {"marketing_leads", "crm_leads"}),
@@ -52,7 +52,7 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
              "subscription_updates": {"product_plan_events", "billing_subscriptions"}}
     reach = {"lead_handoff": 3, "quote_to_cash": 4, "subscription_updates": 3}  # SLAs 24 h, 48 h, 12 h
     assert [({k.path[-1] for k in r.asset_selection}, r.partition_key) for r in reqs[:-1]] == [
-        (names, f"2026-03-{day:02d}") for flow, names in flows.items() for day in range(15 - reach[flow], 15)]
+        (names, f"2026-03-{day:02d}") for flow, names in flows.items() for day in range(14, 14 - reach[flow], -1)]
     # last, the dbt models, unpartitioned; every run tagged so the queue runs them one at a time, in order
     assert reqs[-1].partition_key is None and {k.path[0] for k in reqs[-1].asset_selection} == {"staging", "marts"}
     assert all(r.tags["meshline/pass"] == "nightly_hygiene" for r in reqs)
@@ -68,18 +68,33 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
         "lead_handoff_job", "quote_to_cash_job", "subscription_updates_job", "dbt_build_job"}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert {("raw/marketing_leads", "contract_marketing_leads"), ("raw/crm_leads", "contract_crm_leads"),
-            ("raw/marketing_leads", "handoff_reconciliation"), ("raw/crm_opportunities", "invoice_reconciliation"),
-            ("raw/billing_invoices", "invoice_has_deal"), ("raw/crm_leads", "contract_version_crm_leads"),
-            ("raw/product_plan_events", "plan_sync_reconciliation"),
+            ("raw/marketing_leads", "rule_handed_off"), ("raw/crm_leads", "rule_handed_off"),
+            ("raw/crm_opportunities", "rule_invoiced"), ("raw/crm_opportunities", "rule_invoice_has_deal"),
+            ("raw/crm_leads", "contract_version_crm_leads"), ("raw/product_plan_events", "rule_plan_applied"),
             ("raw/billing_subscriptions", "contract_billing_subscriptions")} <= checks
-    assert any(a == "marts/lead_handoff" for a, _ in checks), "dbt tests show as asset checks"
-    # raw → staging → mart lineage
+    assert any(a == "marts/reconciliation_failures" for a, _ in checks), "dbt tests show as asset checks"
+    # raw → staging lineage; the reconciliation mart reads what the rules found
     assert dg.AssetKey(["raw", "marketing_leads"]) in graph.get(dg.AssetKey(["staging", "stg_marketing_leads"])).parent_keys
-    assert dg.AssetKey(["staging", "stg_crm_leads"]) in graph.get(dg.AssetKey(["marts", "lead_handoff"])).parent_keys
+    assert {k.path[-1] for k in graph.get(dg.AssetKey(["marts", "reconciliation_failures"])).parent_keys} == {
+        "rule_findings", "rule_failures"}
     # the crm contract is critical: its check blocks; marketing's is standard
     specs = {s.key.name: s for a in defs.assets if isinstance(a, dg.AssetsDefinition) for s in a.check_specs}
     specs.update({s.key.name: s for c in defs.asset_checks for s in c.check_specs})
     assert specs["contract_crm_leads"].blocking and not specs["contract_marketing_leads"].blocking
+    # Dagster shows each flow: a group whose assets open with the flow's description and carry owners
+    # (from the contract), kinds, the contract's column schema and flow and severity tags; each rule
+    # check says its rule in words
+    crm = graph.get(dg.AssetKey(["raw", "crm_opportunities"]))
+    assert crm.group_name == "quote_to_cash"
+    assert crm.description.startswith("Flow `quote_to_cash`: Every closed-won deal in the CRM is invoiced")
+    assert "sales-ops@meshline.example" in crm.owners and {"python", "arrow"} <= set(crm.kinds)
+    schema = crm.metadata["dagster/column_schema"]
+    assert {c.name for c in schema.columns} >= {"opportunity_id", "stage", "amount", "currency", "closed_at"}
+    assert crm.tags["meshline/flow"] == "quote_to_cash" and crm.tags["meshline/severity"] in ("critical", "standard")
+    rule_specs = {(s.asset_key.path[-1], s.name): s for c in defs.asset_checks for s in c.check_specs}
+    invoiced = rule_specs[("crm_opportunities", "rule_invoiced")]
+    assert invoiced.description == "Every deal closed-won on the day has an invoice within 48 h."
+    assert rule_specs[("billing_invoices", "rule_invoiced")].description.startswith(invoiced.description)
     # raw assets retry with exponential backoff and jitter
     raw = defs.resolve_assets_def(dg.AssetKey(["raw", "crm_leads"]))
     policy = raw.op.retry_policy

@@ -108,7 +108,7 @@ def test_pages_grouped_suppressed_escalated_and_free_of_pii(warehouse_url, sandb
     # Incidents past their SLO: a P1 open 5 h (SLO 4 h) is escalated once; a P2 open 5 h (SLO 24 h) is not.
     for contract, sev in ((crm, "critical"), (mkt, "standard")):
         record_check(wh, CheckOutcome(flow="lead_handoff", contract=contract.name, contract_severity=sev,
-                                      asset=contract.name, check_name="handoff_reconciliation",
+                                      asset=contract.name, check_name="rule_handed_off",
                                       partition_key="2026-03-12", passed=False, severity="ERROR", remediable=True,
                                       description="test", run_id="r1"), at=at - timedelta(hours=5))
     esc = escalate_incidents(wh, {"crm_leads": crm, "marketing_leads": mkt}, notifier, at=at)

@@ -102,7 +102,7 @@ def test_a_200_with_a_broken_gzip_body_is_a_delivered_page(hook):
 
 def _incident(wh, contract, hours_ago):
     record_check(wh, CheckOutcome(flow="lead_handoff", contract=contract.name, contract_severity="critical",
-                                  asset=contract.name, check_name="handoff_reconciliation", partition_key="2026-03-12",
+                                  asset=contract.name, check_name="rule_handed_off", partition_key="2026-03-12",
                                   passed=False, severity="ERROR", remediable=True, description="test", run_id="r1"),
                  at=now() - timedelta(hours=hours_ago))
 

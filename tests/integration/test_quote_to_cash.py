@@ -6,11 +6,10 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from assets.flows import quote_to_cash
 from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from assets.sandbox.quote_to_cash import QuoteFaults, QuoteToCashSandbox
 from tests.conftest import SIM_END
-from tests.helpers import day_keys, snapshot
+from tests.helpers import day_keys, rule_checks, rule_failures, shipped_flow, snapshot
 
 
 @pytest.fixture
@@ -23,7 +22,7 @@ def q2c(tmp_path):
 
 def _run(url, sb, key, tmp_path):
     parts = dg.DailyPartitionsDefinition(start_date="2026-01-01")
-    assets, checks = quote_to_cash.build(parts, pool=None)
+    assets, checks = shipped_flow("quote_to_cash", parts)
     res = dg.materialize([*assets, *checks], partition_key=key, instance=dg.DagsterInstance.ephemeral(),
                          raise_on_error=False, resources={
                              "warehouse": WarehouseResource(url=url),
@@ -35,31 +34,25 @@ def _run(url, sb, key, tmp_path):
     for ev in res.get_asset_materialization_events():
         md = {k: v.value for k, v in ev.materialization.metadata.items()}
         assert md["rows_read"] == md["rows_loaded"] + md["rows_superseded"] + md["rows_dead_lettered"]
-    return {e.check_name: e for e in res.get_asset_check_evaluations()}
+    return rule_checks(res, "crm_opportunities")
 
 
 def test_reconciliation_finds_exactly_the_injected_faults(warehouse_url, q2c, tmp_path):
-    from assets.loading import Warehouse
-
     truth = q2c.ground_truth()
     keys = day_keys(truth)
     for key in keys:
         _run(warehouse_url, q2c, key, tmp_path)
     before = snapshot(warehouse_url)
-    found = {"missing": [], "amount_mismatch": [], "currency_mismatch": [], "no_deal": []}
-    wh = Warehouse(warehouse_url)
+    found: dict[str, list[int]] = {"invoiced": [], "same_amount": [], "same_currency": [], "invoice_has_deal": []}
     for key in keys:  # second pass: every check judged with both sides fully loaded
         ev = _run(warehouse_url, q2c, key, tmp_path)
-        deals, invoices = quote_to_cash.reconcile_deals(wh, key), quote_to_cash.reconcile_invoices(wh, key)
-        for k in ("missing", "amount_mismatch", "currency_mismatch"):
-            found[k] += deals[k]
-        found["no_deal"] += invoices["no_deal"]
-        rec = ev["invoice_reconciliation"]
-        assert rec.metadata["missing_invoice"].value == len(deals["missing"])
-        assert rec.passed == (not deals["missing"] and not deals["amount_mismatch"] and not deals["currency_mismatch"])
-        assert ev["invoice_has_deal"].passed == (not invoices["no_deal"])
+        failing = rule_failures(warehouse_url, "quote_to_cash", key)
+        for rule in found:
+            found[rule] += [int(k) for k in failing.get(rule, ())]
+            assert ev[rule].metadata["failing"].value == len(failing.get(rule, ()))
+            assert ev[rule].passed == (not failing.get(rule))
     assert snapshot(warehouse_url) == before  # the second pass changed nothing
-    assert sorted(found["missing"]) == truth["no_invoice"] and truth["no_invoice"]
-    assert sorted(found["amount_mismatch"]) == truth["amount_mismatch"] and truth["amount_mismatch"]
-    assert sorted(found["currency_mismatch"]) == truth["currency_mismatch"] and truth["currency_mismatch"]
-    assert sorted(found["no_deal"]) == truth["no_deal"] and truth["no_deal"]
+    assert sorted(found["invoiced"]) == truth["no_invoice"] and truth["no_invoice"]
+    assert sorted(found["same_amount"]) == truth["amount_mismatch"] and truth["amount_mismatch"]
+    assert sorted(found["same_currency"]) == truth["currency_mismatch"] and truth["currency_mismatch"]
+    assert sorted(found["invoice_has_deal"]) == truth["no_deal"] and truth["no_deal"]

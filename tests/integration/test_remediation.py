@@ -56,9 +56,9 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     from assets.resources import NotifierResource, WarehouseResource
 
     wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
-    assert _fail(wh, "lead_handoff", "marketing_leads", "handoff_reconciliation", "2026-03-11") == "opened"
+    assert _fail(wh, "lead_handoff", "marketing_leads", "rule_handed_off", "2026-03-11") == "opened"
     _fail(wh, "lead_handoff", "marketing_leads", "volume_marketing_leads", "2026-03-11")  # same flow and day
-    _fail(wh, "quote_to_cash", "crm_opportunities", "invoice_reconciliation", "2026-03-12")
+    _fail(wh, "quote_to_cash", "crm_opportunities", "rule_invoiced", "2026-03-12")
     _fail(wh, "subscription_updates", "product_plan_events", "partition_gaps_product_plan_events", "2026-03-13",
           targets=("2026-03-09", "2026-03-10"))
     _fail(wh, "lead_handoff", "crm_leads", "contract_crm_leads", "2026-03-13", remediable=False)  # within SLO
@@ -78,7 +78,7 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
 
     # The same failure again before any run started: no new attempt, only the same run keys again
     # (which Dagster launches at most once), so a tick that failed after requesting cannot lose a launch.
-    _fail(wh, "lead_handoff", "marketing_leads", "handoff_reconciliation", "2026-03-11")
+    _fail(wh, "lead_handoff", "marketing_leads", "rule_handed_off", "2026-03-11")
     ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor,
                                    resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
                                                                   "notifier": NotifierResource()})
@@ -109,7 +109,7 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     assert lh(plan_compensation(wh, instance, FLOW_JOBS, None, at=t0 + timedelta(days=1))[0]) == []  # a human's turn
 
     # quote_to_cash: the check passes in the compensating run → incident and remediation resolved.
-    assert _fail(wh, "quote_to_cash", "crm_opportunities", "invoice_reconciliation", "2026-03-12",
+    assert _fail(wh, "quote_to_cash", "crm_opportunities", "rule_invoiced", "2026-03-12",
                  passed=True) == "resolved"
     _finish_run(instance, "compensate:quote_to_cash:2026-03-12:1")
     plan_compensation(wh, instance, FLOW_JOBS, "dbt_build_job", at=t0)
@@ -140,14 +140,14 @@ def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_ur
     wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
     with wh.session() as s:
         failing = sorted(p for (p,) in s.query(
-            "SELECT partition_key FROM meshline.incidents WHERE check_name = 'handoff_reconciliation'"
+            "SELECT partition_key FROM meshline.incidents WHERE check_name = 'rule_handed_off'"
             " AND status = 'open'"))
     assert failing, "the sandbox must leave some MQLs unsynced past the SLA"
     day = failing[0]
     assert late_sandbox.hand_off_late(truth["never_synced"]) == len(truth["never_synced"])
 
     def reconciliation(res):
-        return next(e for e in res.get_asset_check_evaluations() if e.check_name == "handoff_reconciliation")
+        return next(e for e in res.get_asset_check_evaluations() if e.check_name == "rule_handed_off")
 
     # An ordinary re-run reads token > watermark − lookback: leads stamped earlier stay unread.
     plain = materialize_day(warehouse_url, late_sandbox, day, instance=instance)
@@ -167,7 +167,7 @@ def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_ur
     assert crm.materialization.metadata["rows_loaded"].value >= len(early)
     with wh.session() as s:
         inc = s.query("SELECT status, minutes_to_resolve, resolved_by_run FROM meshline.incidents WHERE"
-                      " check_name = 'handoff_reconciliation' AND partition_key = ?", (day,))
+                      " check_name = 'rule_handed_off' AND partition_key = ?", (day,))
     assert inc == [("resolved", pytest.approx(inc[0][1]), fixed.run_id)] and inc[0][1] > 0
     # Re-running the compensation is harmless.
     before = snapshot(warehouse_url)

@@ -157,7 +157,7 @@ def test_aggregate_parity_of_counts_and_sums(loaded):
     ({"sla": "a day"}, ("sla",), "expected a duration"),
     ({"kind": "vibes"}, ("kind",), "expected one of presence"),
     ({"partition_by": "stage"}, ("partition_by",), "deals.stage is a string, expected timestamp or date"),
-    ({"severity": "urgent"}, ("severity",), "expected critical or standard"),
+    ({"severity": "urgent"}, ("severity",), "expected one of critical, error, standard"),
     ({"cutoff": 3}, ("cutoff",), "unknown key for a presence rule"),
 ])
 def test_a_rule_that_cannot_run_is_refused_with_key_and_reason(change, key, reason):

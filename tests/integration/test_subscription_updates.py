@@ -10,13 +10,12 @@ import json
 import dagster as dg
 import pytest
 
-from assets.flows import subscription_updates
 from assets.loading import Warehouse
 from assets.resources import DataDocsResource, SourcesResource, WarehouseResource
 from assets.sandbox.billing_api import BillingApi
 from assets.sandbox.subscription_updates import SubscriptionFaults, SubscriptionSandbox
 from tests.conftest import SIM_END
-from tests.helpers import day_keys, snapshot
+from tests.helpers import day_keys, rule_checks, rule_failures, shipped_flow, snapshot
 
 
 @pytest.fixture
@@ -36,16 +35,16 @@ def specs(sb, api) -> dict:
 
 def _run(url, sb, api, key, tmp_path):
     parts = dg.DailyPartitionsDefinition(start_date="2026-01-01")
-    assets, checks = subscription_updates.build(parts, pool=None)
+    assets, checks = shipped_flow("subscription_updates", parts)
     res = dg.materialize([*assets, *checks], partition_key=key, instance=dg.DagsterInstance.ephemeral(),
                          raise_on_error=False, resources={
                              "warehouse": WarehouseResource(url=url),
                              "sources": SourcesResource(boundaries=specs(sb, api)),
                              "data_docs": DataDocsResource(root=str(tmp_path / "docs"))})
     mats = res.get_asset_materialization_events()
-    assert {e.asset_key.path[-1] for e in mats} == set(subscription_updates.BOUNDARIES), [
+    assert {e.asset_key.path[-1] for e in mats} == {"product_plan_events", "billing_subscriptions"}, [
         str(e.event_specific_data.error) for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
-    return {e.check_name: e for e in res.get_asset_check_evaluations()}, mats
+    return rule_checks(res, "product_plan_events"), mats
 
 
 def test_reconciliation_finds_exactly_the_injected_faults(warehouse_url, subs, tmp_path):
@@ -62,21 +61,22 @@ def test_reconciliation_finds_exactly_the_injected_faults(warehouse_url, subs, t
             superseded += md["rows_superseded"] if ev.asset_key.path[-1] == "product_plan_events" else 0
     before = snapshot(warehouse_url)
     wh = Warehouse(warehouse_url)
-    found = {"not_reflected": [], "plan_mismatch": []}
+    with wh.session() as s:
+        account = dict(s.query("SELECT event_id, account_id FROM raw.product_plan_events"))
+    found: list[int] = []
     judged = 0
     for key in keys:  # second pass: judged with both sides fully loaded, and nothing changes
         checks, mats = _run(warehouse_url, sb, api, key, tmp_path)
         assert all(e.materialization.metadata["rows_loaded"].value == 0 for e in mats)
-        r = subscription_updates.reconcile(wh, key)
-        found["not_reflected"] += r["not_reflected"]
-        found["plan_mismatch"] += r["plan_mismatch"]
-        judged += r["accounts"]
-        check = checks["plan_sync_reconciliation"]
-        assert check.passed == (not r["not_reflected"] and not r["plan_mismatch"])
-        assert check.metadata["not_reflected"].value == len(r["not_reflected"])
+        failing = rule_failures(warehouse_url, "subscription_updates", key).get("plan_applied", set())
+        found += [account[e] for e in failing]  # the rule names each account's latest event
+        check = checks["plan_applied"]
+        judged += check.metadata["checked"].value
+        assert check.passed == (not failing)
+        assert check.metadata["failing"].value == len(failing)
     assert snapshot(warehouse_url) == before
-    assert sorted(found["not_reflected"]) == truth["not_reflected"]
-    assert sorted(found["plan_mismatch"]) == truth["plan_mismatch"]
+    # billing never applied the event, or applied another plan since
+    assert sorted(found) == sorted(truth["not_reflected"] + truth["plan_mismatch"])
     assert judged == truth["accounts"]  # every account judged once, on the day of its latest event
     # An event delivered twice loaded once: one row per event, the second copy superseded.
     with wh.session() as s:

@@ -28,31 +28,10 @@ fresh as (
     group by l.flow, w.partition_key
 ),
 
-recon_parts as (
-    select 'lead_handoff' as flow, cast(mql_date as text) as partition_key, count(*) as failures
-    from {{ ref('lead_handoff') }}
-    where handoff_status in ('missing', 'duplicated')
-    group by 1, 2
-    union all
-    select 'quote_to_cash' as flow, cast(event_date as text) as partition_key, count(*) as failures
-    from {{ ref('quote_to_cash') }}
-    where q2c_status in ('missing_invoice', 'amount_mismatch', 'currency_mismatch', 'no_deal')
-    group by 1, 2
-    union all
-    select 'subscription_updates' as flow, cast(event_date as text) as partition_key, count(*) as failures
-    from {{ ref('subscription_updates') }}
-    where sync_status in ('not_reflected', 'plan_mismatch')
-    group by 1, 2
-    union all
-    -- rules declared in meshline.yaml, as their checks last found them
+recon as (
+    -- every flow's declared rules, as their checks last found them
     select flow, partition_key, sum(failing) as failures
     from {{ source('meshline', 'rule_findings') }}
-    group by 1, 2
-),
-
-recon as (
-    select flow, partition_key, sum(failures) as failures
-    from recon_parts
     group by flow, partition_key
 ),
 
