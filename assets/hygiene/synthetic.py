@@ -273,7 +273,10 @@ def run_synthetic(settings: Settings, *, disabled: frozenset[str] = frozenset(),
             score("schema_drift", {DRIFT_COLUMN}, drift_found, {DRIFT_COLUMN}, "drift_injected", "drift_detected"),
             score("late_arrival", late, (f["missing"] & late) | caught_late, missing_all, "injected", "pass2",
                   len(late - after["missing"])),
-            score("dropped_event", set(subs_t["not_reflected"]), f["not_reflected"], set(subs_t["not_reflected"]),
+            # Accounts whose newest plan events the partial write held back: billing rightly holds a plan
+            # the loaded events do not show yet, which the rule reports; not a false positive.
+            score("dropped_event", set(subs_t["not_reflected"]), f["not_reflected"],
+                  set(subs_t["not_reflected"]) | {json.loads(line)["account_id"] for line in held_back},
                   "generated", "pass2"),
             score("partial_write", {last}, f["volume"], {last}, "generated", "pass1",
                   int(last not in after["volume_now"])),

@@ -24,6 +24,6 @@ def main(argv: list[str]) -> int:
               f"({', '.join(f'{b.name}@{reg.get(b.contract, b.contract_version).version}' for b in bounds)}), "
               f"{len(rules)} rule(s)")
         for rule in rules:
-            print(f"  {rule.name} [{rule.kind}{', critical' if rule.critical else ''}]: {rule.words()}")
+            print(f"  {rule.name} [{rule.kind}, {rule.severity}]: {rule.words()}")
     print(f"{config.path}: valid; {len(pins)} pinned contract(s) in {reg.root}")
     return 0

@@ -105,6 +105,14 @@ def test_presence_finds_the_deal_never_invoiced_and_waits_for_the_one_inside_its
     assert f.as_of == D + timedelta(hours=36)
 
 
+def test_presence_with_b_at_fails_a_match_stamped_after_the_sla_as_a_missing_one(loaded):
+    plain = evaluate(loaded, rule("invoiced", kind="presence", sla="5h", **INVOICED), DAY)
+    assert plain.failing_keys == [9, 10]  # never invoiced (deal 10 too: 20:00 is past 36:00 - 5 h)
+    # invoices are issued at 10:00: for deals closed before 05:00 that is after the 5 h SLA
+    timely = evaluate(loaded, rule("invoiced_in_time", kind="presence", sla="5h", b_at="issued_at", **INVOICED), DAY)
+    assert (timely.checked, timely.failing_keys, timely.pending) == (10, [1, 2, 3, 4, 9, 10], 0)
+
+
 def test_cardinality_finds_the_deal_invoiced_twice(loaded):
     f = evaluate(loaded, rule("one_invoice", kind="cardinality", at_most=1, **INVOICED), DAY)
     assert (f.failing, f.sample) == (1, ["8"])
@@ -134,6 +142,15 @@ def test_latest_state_finds_the_plan_change_billing_never_applied(loaded):
     assert (f.checked, f.failing, f.pending, f.sample) == (4, 2, 1, ["3", "5"])
 
 
+def test_latest_state_with_b_at_fails_at_once_when_b_changed_since_but_to_another_state(loaded):
+    spec = {"from": "plan_events", "to": "subscriptions", "match": {"subscription_id": "subscription_id"},
+            "partition_by": "event_at", "kind": "latest_state", "sla": "2h", "order_by": "event_at",
+            "fields": [{"from": "plan", "to": "plan"}]}
+    # sub 3's newest event (pro, 22:00) is inside the SLA, but billing changed it at 23:00 to basic
+    f = evaluate(loaded, rule("plan_applied", b_at="updated_at", **spec), DAY)
+    assert (f.failing, f.pending, f.sample) == (3, 0, ["3", "4", "5"])
+
+
 def test_aggregate_parity_of_counts_and_sums(loaded):
     base = {"from": "deals", "to": "invoices", "partition_by": "closed_at", "b_partition_by": "issued_at",
             "where": [{"column": "stage", "op": "=", "value": "won"}]}
@@ -159,6 +176,7 @@ def test_aggregate_parity_of_counts_and_sums(loaded):
     ({"partition_by": "stage"}, ("partition_by",), "deals.stage is a string, expected timestamp or date"),
     ({"severity": "urgent"}, ("severity",), "expected one of critical, error, standard"),
     ({"cutoff": 3}, ("cutoff",), "unknown key for a presence rule"),
+    ({"b_at": "currency"}, ("b_at",), "invoices.currency is a string, expected timestamp or date"),
 ])
 def test_a_rule_that_cannot_run_is_refused_with_key_and_reason(change, key, reason):
     spec = {"kind": "presence", "sla": "24h", **INVOICED, **change}
