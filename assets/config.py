@@ -61,7 +61,7 @@ OPERATION_KEYS: dict[str, dict[str, Any]] = {
     "retention": {"synthetic_days": int, "audit_days": int, "operational_days": int},
     "executor": {"kind": str, "max_concurrent": int},
 }
-EXECUTORS = ("multiprocess", "celery")
+EXECUTORS = ("in_process", "multiprocess", "celery")
 AUDIT_RETENTION_DAYS = (90, 365)  # the range the audit log's retention may be set in
 BOUNDARY_KEYS = {"contract": str, "contract_version": str, "lookback_hours": (int, float),
                  "volume_tolerance": (int, float), "deadline_minutes": (int, float), "source": dict}
@@ -100,7 +100,7 @@ class Operations:
     synthetic_retention_days: int = 90
     audit_retention_days: int = 365
     operational_retention_days: int = 90  # check results, load log, alerts, resolved records, hygiene runs
-    executor: str = "multiprocess"  # multiprocess (one machine) | celery (steps on Celery workers)
+    executor: str = "in_process"  # in_process (the run's own process) | multiprocess | celery (Celery workers)
     max_concurrent: int = 0  # steps of one run at once, multiprocess only (0: one per CPU)
 
 

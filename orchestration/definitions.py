@@ -70,9 +70,14 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
 
 
 def executor(kind: str, max_concurrent: int) -> dg.ExecutorDefinition:
-    """How each run's steps execute: in processes of the run's own machine, or as Celery tasks that
+    """How each run's steps execute: one after another in the run's own process (the default), in a
+    process each on the run's machine, or as Celery tasks that
     workers on other machines take from the broker (MESHLINE_CELERY_BROKER_URL, read where it is used
     so the broker's password never enters Dagster's configuration)."""
+    if kind == "in_process":
+        # A flow's steps are light (the loads are the only real work, and the warehouse pool runs one
+        # writing run at a time): a process per step cost more than the steps themselves.
+        return dg.in_process_executor
     if kind == "celery":
         from dagster_celery import celery_executor
 

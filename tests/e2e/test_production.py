@@ -73,7 +73,7 @@ class Stack:
         config = tmp / "meshline.yaml"
         text = (PROJECT_ROOT / "meshline.yaml").read_text()
         text = text.replace('start_date: "2026-01-01"', f'start_date: "{FIRST.isoformat()}"', 1)
-        text = text.replace("kind: multiprocess", "kind: celery", 1).replace("compensation: true", "compensation: false", 1)
+        text = text.replace("kind: in_process", "kind: celery", 1).replace("compensation: true", "compensation: false", 1)
         config.write_text(text)
         self.env = {**os.environ, "MESHLINE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
                     "MESHLINE_CONFIG": str(config), "MESHLINE_WAREHOUSE_URL": self.url["wh"],

@@ -60,7 +60,7 @@ def test_the_project_config_loads():
     (("flows:\n", "flows: {}\nflows:\n"), r":3: flows: duplicated key \(first at line 2\)"),
     (("version: 1\n", "version: 1\nx: &a [1, 2]\n"), r"not valid YAML: line 2: anchors and aliases"),
     (("lookback_hours: 3", "deadline_minutes: 0"), r":6: .*deadline_minutes: expected 1 to 1440, got 0"),
-    (("version: 1\n", "version: 1\nexecutor: {kind: dask}\n"), r":2: executor.kind: expected one of multiprocess, celery"),
+    (("version: 1\n", "version: 1\nexecutor: {kind: dask}\n"), r":2: executor.kind: expected one of in_process, multiprocess, celery"),
 ])
 def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
     path = tmp_path / "meshline.yaml"
