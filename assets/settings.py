@@ -45,6 +45,8 @@ storage:
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1  # a queued run starts within a second (Dagster's default waits up to 5)
 concurrency:
   pools:
     default_limit: 1

@@ -326,14 +326,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the year-volume nightly hygiene (bench/year.py; about 20 min)")
     p.add_argument("--year-only", action="store_true", help="only the year-volume nightly hygiene")
     p.add_argument("--partition-only", action="store_true", help="only the Dagster partition run")
+    p.add_argument("--daemon-only", action="store_true",
+                   help="only the partition run launched through dagster-daemon (bench/daemon.py)")
     args = p.parse_args(argv)
     args.out = args.out.resolve()  # its folder is the bench's work folder, and the dlt run's cwd
     PG = args.pg
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = args.out.parent
 
-    if args.partition_only:
-        rec = {"tool": "meshline", **partition_run(work / "partition")}
+    if args.daemon_only or args.partition_only:
+        from bench.daemon import measure
+
+        rec = {"tool": "meshline", **(measure(work / "daemon") if args.daemon_only
+                                      else partition_run(work / "partition"))}
         print(json.dumps(rec), flush=True)
         with args.out.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
@@ -415,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         if "duckdb" in targets:
             print("a Dagster partition run (median of 3 fresh processes) ...", file=sys.stderr, flush=True)
             emit({"tool": "meshline", **partition_run(work / "partition")})
+            from bench.daemon import measure
+
+            print("a partition queued through dagster-daemon, shipped executor and Dagster's default ...",
+                  file=sys.stderr, flush=True)
+            emit({"tool": "meshline", **measure(work / "daemon")})
         if not args.no_year:
             from bench.year import run_year
 

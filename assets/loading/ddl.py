@@ -176,6 +176,23 @@ META_DDL.append(
     )""")
 
 META_DDL.append(
+    # The last Great Expectations verdict of each boundary partition, with what it was run over (row
+    # count and newest load time in the window, the contract version and its rules' fingerprint): a
+    # re-run whose partition is unchanged reuses it instead of validating the same rows again.
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.gx_validations (
+        asset TEXT NOT NULL,
+        partition_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        success BOOLEAN NOT NULL,
+        failed_expectations TEXT NOT NULL,
+        unexpected_by_reason TEXT NOT NULL,
+        docs_url TEXT,
+        rows_validated BIGINT NOT NULL,
+        validated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (asset, partition_key)
+    )""")
+
+META_DDL.append(
     # Each failing or pending key of a rule's latest evaluation of a partition (redacted when the key is
     # PII): what the dbt mart marts.reconciliation_failures, the demo and the synthetic run read.
     f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.rule_failures (

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -111,3 +112,25 @@ def test_a_pinned_version_past_its_deprecation_date_fires_a_warning_check(tmp_pa
     assert not results["past"].passed and results["past"].severity == dg.AssetCheckSeverity.WARN
     assert "deprecated since" in results["past"].description
     assert results["future"].passed and results["never"].passed
+
+
+def test_the_contract_check_validates_again_only_when_the_partitions_rows_changed(warehouse_url, sandbox):
+    """A re-run that loaded nothing reuses the stored GX verdict for the same rows and rules; a row loaded
+    since, or one deleted behind Meshline's back, makes the suite run again over what is there now."""
+    key = day_keys(sandbox.ground_truth())[-1]
+
+    def contract_eval():
+        ev = _evaluations(materialize_day(warehouse_url, sandbox, key))["contract_crm_leads"]
+        return ev.metadata["gx_reused"].value, ev.metadata["rows_validated"].value, ev.metadata["gx_success"].value
+
+    reused, first_rows, ok = contract_eval()
+    assert (reused, ok) == (False, True) and first_rows > 0
+    assert contract_eval() == (True, first_rows, True)  # nothing changed: the same verdict, not re-run
+    with Warehouse(warehouse_url).transaction() as tx:  # "a job" deletes a loaded row of the partition
+        victim = tx.scalar("SELECT max(crm_lead_id) FROM raw.crm_leads WHERE updated_at >= ? AND updated_at < ?",
+                           (key, (datetime.fromisoformat(key) + timedelta(days=1)).isoformat()))
+        tx.execute("DELETE FROM raw.crm_leads WHERE crm_lead_id = ?", (victim,))
+    reused, rows, _ = contract_eval()
+    # the reload brings the row back (its token is in the window), and the suite runs over the new rows
+    assert reused is False and rows == first_rows
+    assert contract_eval()[0] is True
