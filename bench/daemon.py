@@ -73,9 +73,16 @@ def _wait(instance: Any, run_id: str, timeout_s: float = 600) -> tuple[float, bo
     raise SystemExit(f"run {run_id} did not finish in {timeout_s:.0f} s")
 
 
-def daemon_runs(settings: Settings, partition: str, rounds: int) -> dict:
+def _overlap(instance: Any, run_ids: list[str]) -> int:
+    """The most of these runs that were ever running at once (from Dagster's start and end times)."""
+    spans = [(r.start_time, r.end_time) for r in (instance.get_run_record_by_id(i) for i in run_ids)]
+    return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+
+
+def daemon_runs(settings: Settings, partition: str, rounds: int, burst: list[str]) -> dict:
     """`rounds` runs of the partition launched through the daemon: the first loads the day, the rest are
-    the re-runs a nightly or a compensation makes."""
+    the re-runs a nightly or a compensation makes. Then `burst`'s partitions queued at once, as a sensor
+    or a backfill queues them: on DuckDB the warehouse pool must let one run at a time write."""
     import dagster as dg
 
     settings.ensure_local_dagster_home()
@@ -90,10 +97,16 @@ def daemon_runs(settings: Settings, partition: str, rounds: int) -> dict:
                 wall, success = _wait(instance, _launch(settings, partition))
                 walls.append(wall)
                 ok = ok and success
+            t0 = time.monotonic()
+            ids = [_launch(settings, p) for p in burst]
+            ok = all([_wait(instance, i)[1] for i in ids]) and ok
+            burst_s = round(time.monotonic() - t0, 1)
+            at_once = _overlap(instance, ids)
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
-    return {"first_s": walls[0], "rerun_s": _median(walls[1:]), "runs_s": walls, "success": ok}
+    return {"first_s": walls[0], "rerun_s": _median(walls[1:]), "runs_s": walls, "success": ok,
+            "burst_runs": len(burst), "burst_s": burst_s, "burst_max_running_at_once": at_once}
 
 
 def loader_alone(settings: Settings, partition: str, rounds: int) -> float:
@@ -140,13 +153,15 @@ def measure(home: Path, rounds: int = 3) -> dict:
         out["mqls_per_day"] = truth["mqls"] // 7
         print(f"  {executor}: {rounds + 1} runs of {FLOW} {partition} through dagster-daemon ...",
               file=sys.stderr, flush=True)
-        out[executor] = daemon_runs(settings, partition, rounds)
+        burst = [(end - timedelta(days=k)).isoformat() for k in range(1, 5)]
+        out[executor] = daemon_runs(settings, partition, rounds, burst)
         if executor == "in_process":
             out["loader_alone_s"] = loader_alone(settings, partition, rounds)
     shipped, default = out["in_process"]["rerun_s"], out["multiprocess"]["rerun_s"]
     out.update(wall_s=shipped, dagster_default_s=default, ratio_to_dagster_default=round(shipped / default, 3),
                ratio_to_loader_alone=round(shipped / out["loader_alone_s"], 2), target_max_s=8.0,
-               target_met=shipped <= 8.0 and out["in_process"]["success"])
+               target_met=shipped <= 8.0 and out["in_process"]["success"],
+               pool_held=all(out[e]["burst_max_running_at_once"] == 1 for e in ("in_process", "multiprocess")))
     return out
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from assets.hygiene.report import GAP, PAD_B, PAD_L, PAD_R, PAD_T, TOP0, H, W, write_report
 from assets.loading import Warehouse
+from assets.loading.ddl import ensure_meta
 from assets.remediation.state import CheckOutcome, ensure, now, record_check
 from assets.settings import Settings
 
@@ -53,6 +54,7 @@ def _state(url: str) -> None:
     wh = Warehouse(url)
     with wh.transaction() as tx:
         ensure(tx)
+        ensure_meta(tx)
         tx.execute("CREATE SCHEMA IF NOT EXISTS marts")
         tx.execute("CREATE TABLE marts.hygiene_scorecard (flow TEXT, partition_key TEXT, rows_read BIGINT,"
                    " dead_letters BIGINT, reconciliation_failures BIGINT, freshness_lag_hours DOUBLE PRECISION)")
@@ -60,6 +62,11 @@ def _state(url: str) -> None:
             for k, flow in enumerate(FLOWS):
                 tx.execute("INSERT INTO marts.hygiene_scorecard VALUES (?, ?, 100, ?, ?, ?)",
                            (flow, f"2026-03-{10 + d:02d}", 2 + (d + k) % 4, (d * (k + 1)) % 5, 0.5 + k + d % 3))
+                # the reconciliation plot reads the rules' own findings
+                tx.execute("INSERT INTO meshline.rule_findings (flow, rule, kind, a_asset, b_asset, partition_key,"
+                           " checked, failing, pending, sample_keys, critical, run_id, evaluated_at)"
+                           " VALUES (?, 'r', 'presence', 'a', 'b', ?, 50, ?, 0, '[]', false, 'r', ?)",
+                           (flow, f"2026-03-{10 + d:02d}", (d * (k + 1)) % 5, now()))
         for i in range(4):
             t = now() - timedelta(days=10 * i)
             tx.execute("INSERT INTO meshline.synthetic_runs VALUES (?, ?, ?, 9, ?, 0, 'passed')",

@@ -64,10 +64,10 @@ def test_webserver_shows_every_asset_and_the_lineage_and_no_secret(home, tmp_pat
         assert nodes, "webserver never served the asset graph:\n" + (tmp_path / "webserver.log").read_text()[-3000:]
         deps = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
         assert {"raw/marketing_leads", "raw/crm_leads", "staging/stg_marketing_leads", "staging/stg_crm_leads",
-                "marts/lead_handoff"} <= set(deps)
+                "marts/reconciliation_failures"} <= set(deps)
         assert "raw/marketing_leads" in deps["staging/stg_marketing_leads"]
         assert "raw/crm_leads" in deps["staging/stg_crm_leads"]
-        assert {"staging/stg_marketing_leads", "staging/stg_crm_leads"} <= deps["marts/lead_handoff"]
+        assert {"meshline/rule_findings", "meshline/rule_failures"} <= deps["marts/reconciliation_failures"]
         answer = httpx.post(f"{url}/graphql", json={"query": RESOURCES}, timeout=30).text
         resources = json.loads(answer)["data"]["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]
         values = {(r["name"], v["key"]): (v["type"], v["value"]) for r in resources["repositories"][0][
