@@ -247,15 +247,20 @@ def _query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[t
 
 def _print_table(view: FlowView, rows: dict[str, DayRow]) -> None:
     _out(f"\n{view.flow} per day (read/loaded/dead from pass 1, +late from the hygiene pass; checks as of "
-         "the last run; what each rule finds, from marts.reconciliation_failures):")
+         "the last run; #rule: the records each rule finds failing, from marts.reconciliation_failures):")
     head = (f" {'day':<10}  {'read':>5}  {'loaded':>6}  {'dead':>4}  {'+late':>5}  "
             + "  ".join(f"{label:>12}" for _, label in view.checks) + "  "
-            + "  ".join(f"{st:>8}" for st in view.statuses))
+            + "  ".join(f"{_label(st):>{max(8, len(_label(st)))}}" for st in view.statuses))
     _out(head)
     for r in rows.values():
         _out(f" {r.day}  {r.read:>5}  {r.loaded:>6}  {r.dead:>4}  {r.hygiene_loaded:>5}  "
              + "  ".join(f"{r.checks.get(name, '-'):>12}" for name, _ in view.checks) + "  "
-             + "  ".join(f"{r.statuses.get(st, 0):>{max(8, len(st))}}" for st in view.statuses))
+             + "  ".join(f"{r.statuses.get(st, 0):>{max(8, len(_label(st)))}}" for st in view.statuses))
+
+
+def _label(status: str) -> str:
+    """A rule's column counts the records it finds failing (`#rule`), beside its check's verdict."""
+    return status if status == "pending" else f"#{status}"
 
 
 def main(argv: list[str] | None = None) -> int:
