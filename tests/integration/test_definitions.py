@@ -95,6 +95,8 @@ def test_every_job_schedule_sensor_and_check_resolves(settings):
     invoiced = rule_specs[("crm_opportunities", "rule_invoiced")]
     assert invoiced.description == "Every deal closed-won on the day is invoiced (judged once 48 h have passed)."
     assert rule_specs[("billing_invoices", "rule_invoiced")].description.startswith(invoiced.description)
+    # a run's steps execute in the run's own process unless meshline.yaml says otherwise
+    assert {defs.resolve_job_def(j).executor_def.name for j in ("lead_handoff_job", "dbt_build_job")} == {"in_process"}
     # raw assets retry with exponential backoff and jitter
     raw = defs.resolve_assets_def(dg.AssetKey(["raw", "crm_leads"]))
     policy = raw.op.retry_policy
