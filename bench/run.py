@@ -31,6 +31,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from assets.settings import PROJECT_ROOT
 from bench.source import generate
@@ -132,6 +133,48 @@ def validate_once(source_url: str) -> dict:
     seconds = time.perf_counter() - t0
     return {"measure": "validation", "rows": rows, "rules": rule_count(contract), "rows_invalid": invalid,
             "seconds": round(seconds, 3), "seconds_per_million_rows": round(seconds / rows * 1e6, 3)}
+
+
+def gx_once(source_url: str, workdir: str) -> dict:
+    """The contract check's Great Expectations validation, as a run worker meets it: 500 rows in a fresh
+    process (the import and the file context included), the same again warm, then the whole bench table.
+    Data Docs are written as the check writes them."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from assets.sources import SqlSource
+    from expectations.docs import DataDocs
+    from expectations.registry import load_contract
+
+    contract = load_contract(BENCH_CONTRACT)
+    source = SqlSource(source_url, "crm_opportunities", "crm")
+    frame = pa.concat_tables(list(source.extract(contract.source_columns, contract.change_token, WINDOW[0], True,
+                                                 WINDOW[1], 50_000))).to_pandas()
+    docs = DataDocs(Path(tempfile.mkdtemp(dir=workdir)))
+    out: dict[str, Any] = {"measure": "gx_contract_check", "rows_large": len(frame)}
+    for label, rows in (("cold_500_s", frame.head(500)), ("warm_500_s", frame.head(500)), ("large_s", frame)):
+        t0 = time.perf_counter()
+        result = docs.validate(rows, contract)
+        out[label] = round(time.perf_counter() - t0, 3)
+        out[f"{label[:-2]}_success"] = result.success
+    return out
+
+
+def demo_once(home: Path) -> dict:
+    """`meshline demo` as `make demo` runs it after installation: a fresh MESHLINE_HOME, the embedded
+    default, the shipped 14 days."""
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESHLINE_", "DAGSTER_"))}
+    env["MESHLINE_HOME"] = str(home)
+    t0 = time.perf_counter()
+    out = subprocess.run([str(Path(sys.executable).parent / "meshline"), "demo"], capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, env=env)
+    seconds = round(time.perf_counter() - t0, 1)
+    return {"measure": "demo", "seconds": seconds, "success": out.returncode == 0, "target_max_s": 90,
+            "target_met": out.returncode == 0 and seconds <= 90}
 
 
 def _median(values: list[float]) -> float:
@@ -325,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-year", action="store_true",
                    help="skip the year-volume nightly hygiene (bench/year.py; about 20 min)")
     p.add_argument("--year-only", action="store_true", help="only the year-volume nightly hygiene")
+    p.add_argument("--no-demo", action="store_true", help="skip timing `meshline demo` in a fresh home (about 4 min)")
     p.add_argument("--partition-only", action="store_true", help="only the Dagster partition run")
     p.add_argument("--daemon-only", action="store_true",
                    help="only the partition run launched through dagster-daemon (bench/daemon.py)")
@@ -409,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
                   "rows_large": big["rows_read"], "peak_rss_small_mb": small["peak_rss_mb"],
                   "peak_rss_large_mb": big["peak_rss_mb"], "ratio": ratio, "target_ratio_max": 1.5,
                   "target_met": big["peak_rss_mb"] <= 1.5 * small["peak_rss_mb"]})
+        gx = _child("", source_url, "gx", "_gx", str(work))
+        load = next((r for r in results if r.get("target") == "duckdb" and r.get("phase") == "full"), None)
+        gx.update(target_warm_500_max_s=0.5, target_met=gx["warm_500_s"] <= 0.5 and gx["cold_500_s"] <= 0.5
+                  and (load is None or gx["large_s"] <= load["seconds"]),
+                  load_seconds=load["seconds"] if load else None)
+        emit({"tool": "meshline", **gx})
         rec = _child("", source_url, "validate", what="_validate")
         rec["target_max_s_per_million"] = 5.0
         rec["target_met"] = rec["seconds_per_million_rows"] <= 5.0
@@ -425,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
             print("a partition queued through dagster-daemon, shipped executor and Dagster's default ...",
                   file=sys.stderr, flush=True)
             emit({"tool": "meshline", **measure(work / "daemon")})
+        if not args.no_demo:
+            print("meshline demo in a fresh home ...", file=sys.stderr, flush=True)
+            emit({"tool": "meshline", **demo_once(work / "demo")})
         if not args.no_year:
             from bench.year import run_year
 
@@ -444,5 +497,8 @@ if __name__ == "__main__":
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "_validate":
         print(json.dumps(validate_once(sys.argv[3])))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "_gx":
+        print(json.dumps(gx_once(sys.argv[3], sys.argv[5])))
         sys.exit(0)
     sys.exit(main())
