@@ -276,6 +276,21 @@ class Warehouse:
     def __repr__(self) -> str:
         return f"Warehouse({self.dialect})"
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep a DuckDB warehouse open in this process while inside: every session and transaction then
+        joins the open database instead of opening the file again. Other processes cannot open the file
+        meanwhile (dbt's included), so hold it only around work this process does alone. On Postgres,
+        nothing."""
+        if self.dialect != "duckdb":
+            yield
+            return
+        anchor = self._connect()
+        try:
+            yield
+        finally:
+            anchor.close()
+
     def _connect(self) -> Any:
         """A connection; a transient failure (another process holds the DuckDB file, Postgres refuses
         connections while it restarts or is at its limit) is retried with backoff and jitter."""

@@ -147,19 +147,22 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
             failed = [e.step_key for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
             _out(f"  ! {view.job} for {key} (run {res.run_id[:8]}) failed at {failed}: see `make dev` → Runs")
 
-    _out(f"\nPass 1 — loading {len(keys)} daily partitions of each flow with their checks:")
-    for key in keys:
-        for view in views:
-            run_day(view, key, "load")
-        _out(f"  {key}  " + "   ".join(
-            f"{v.flow}: read {rows[v.flow][key].read:>5,} loaded {rows[v.flow][key].loaded:>5,} "
-            f"dead {rows[v.flow][key].dead:>3}" for v in views))
-    delivered = sandbox.deliver_late()
-    _out(f"\n{delivered} late updates arrived in marketing automation (change tokens older than the watermark).")
-    _out("Pass 2 — hygiene: every partition again, reading token > watermark − lookback:")
-    for key in keys:
-        for view in views:
-            run_day(view, key, "hygiene")
+    # The demo's runs all execute in this process: the warehouse stays open between them (dbt, a process
+    # of its own, runs after).
+    with settings.warehouse().held():
+        _out(f"\nPass 1 — loading {len(keys)} daily partitions of each flow with their checks:")
+        for key in keys:
+            for view in views:
+                run_day(view, key, "load")
+            _out(f"  {key}  " + "   ".join(
+                f"{v.flow}: read {rows[v.flow][key].read:>5,} loaded {rows[v.flow][key].loaded:>5,} "
+                f"dead {rows[v.flow][key].dead:>3}" for v in views))
+        delivered = sandbox.deliver_late()
+        _out(f"\n{delivered} late updates arrived in marketing automation (change tokens older than the watermark).")
+        _out("Pass 2 — hygiene: every partition again, reading token > watermark − lookback:")
+        for key in keys:
+            for view in views:
+                run_day(view, key, "hygiene")
     _out("  " + ", ".join(f"{v.flow}: {sum(r.hygiene_loaded for r in rows[v.flow].values())} rows loaded"
                           for v in views))
     _out("dbt build (staging → marts, dbt tests as checks) ...")
