@@ -15,24 +15,17 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from assets.settings import PROJECT_ROOT, Settings
+from bench.run import _median
+from bench.year import _env
 
 FLOW = "lead_handoff"
 BIN = Path(sys.executable).parent
-
-
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    return round(s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2, 3)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "MESHLINE_HOME": str(settings.home), "MESHLINE_WAREHOUSE_URL": settings.warehouse_url,
-            "MESHLINE_CONFIG": str(settings.config_path), "DAGSTER_HOME": str(settings.dagster_home)}
 
 
 def _world(home: Path, executor: str, first: date) -> Settings:
@@ -46,9 +39,7 @@ def _world(home: Path, executor: str, first: date) -> Settings:
 
 
 def _launch(settings: Settings, partition: str) -> str:
-    run_id = subprocess.run(
-        [str(BIN / "python"), "-c", "import uuid; print(uuid.uuid4())"], capture_output=True, text=True,
-        check=True).stdout.strip()
+    run_id = str(uuid.uuid4())
     proc = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                            "-j", f"{FLOW}_job", "--run-id", run_id, "--tags",
                            json.dumps({"dagster/partition": partition})],

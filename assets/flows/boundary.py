@@ -123,9 +123,6 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
 
 
 def _stored_verdict(s: Tx, asset: str, partition_key: str, fingerprint: str) -> SuiteResult | None:
-    if not s.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                    (META_SCHEMA, "gx_validations")):
-        return None
     rows = s.query(f"SELECT success, failed_expectations, unexpected_by_reason, docs_url, rows_validated FROM"
                    f" {META_SCHEMA}.gx_validations WHERE asset = ? AND partition_key = ? AND fingerprint = ?",
                    (asset, partition_key, fingerprint))
@@ -179,7 +176,8 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             n_rows, newest = s.query(f"SELECT count(*), max(_loaded_at) FROM {raw_table(contract)}"
                                      f" WHERE {tok} >= ? AND {tok} < ?", (window.start, window.end))[0]
             fingerprint = f"{rules_id}:{n_rows}:{newest.isoformat() if newest else '-'}"
-            suite = _stored_verdict(s, contract.name, context.partition_key, fingerprint) if n_rows else None
+            stored = n_rows and wh.table_exists(META_SCHEMA, "gx_validations")
+            suite = _stored_verdict(s, contract.name, context.partition_key, fingerprint) if stored else None
             frame = None
             if suite is None and n_rows:
                 frame = s.query_arrow(
