@@ -54,7 +54,7 @@ SOURCE_KEYS: dict[str, dict[str, Any]] = {
 }
 REQUIRED_SOURCE = {"sql": ("url",), "http": ("base_url", "path"), "files": ("folder",)}
 OPERATION_KEYS: dict[str, dict[str, Any]] = {
-    "partitions": {"start_date": str},
+    "partitions": {"start_date": str, "backfill_partitions_per_run": int},
     "warehouse": {"duckdb_memory_limit": str, "connect_attempts": int},
     "alerts": {"format": str},
     "remediation": {"compensation": bool, "sensor_interval_s": int},
@@ -93,6 +93,7 @@ class Operations:
     """The blocks of meshline.yaml beside `flows:`, each optional."""
 
     start_date: str = "2026-01-01"  # the first daily partition
+    backfill_partitions_per_run: int = 0  # 0: a backfill is one run over its range; N: runs of up to N days
     warehouse: WarehouseOptions = WarehouseOptions()
     alert_format: str = "slack"  # slack | json, when MESHLINE_ALERT_WEBHOOK_URL is set
     compensation: bool = True  # the compensating-backfill sensor ships running
@@ -280,6 +281,9 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
         date.fromisoformat(start)
     except ValueError:
         raise fail(("partitions", "start_date"), f"expected a date YYYY-MM-DD, got {start!r}") from None
+    per_run = blocks["partitions"].get("backfill_partitions_per_run", Operations.backfill_partitions_per_run)
+    if not 0 <= per_run <= 366:
+        raise fail(("partitions", "backfill_partitions_per_run"), f"expected 0 (one run) to 366, got {per_run}")
     fmt = blocks["alerts"].get("format", Operations.alert_format)
     if fmt not in ("slack", "json"):
         raise fail(("alerts", "format"), f"expected slack or json, got {fmt!r}")
@@ -302,7 +306,7 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
     concurrent = blocks["executor"].get("max_concurrent", Operations.max_concurrent)
     if not 0 <= concurrent <= 256:
         raise fail(("executor", "max_concurrent"), f"expected 0 to 256, got {concurrent}")
-    return Operations(start_date=start, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
+    return Operations(start_date=start, backfill_partitions_per_run=per_run, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
                       executor=kind, max_concurrent=concurrent,
                       compensation=blocks["remediation"].get("compensation", True), sensor_interval_s=interval,
                       synthetic_retention_days=synthetic, audit_retention_days=audit,

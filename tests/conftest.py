@@ -58,9 +58,9 @@ def pg_available() -> bool:
     pytest.skip(f"PostgreSQL is not reachable ({why})")
 
 
-@pytest.fixture
-def pg_url(pg_available):
-    """A fresh Postgres database for one test, dropped afterwards. Yields a postgresql+psycopg2 URL."""
+def pg_database(request: pytest.FixtureRequest) -> str:
+    """A fresh Postgres database, dropped when the test ends: its postgresql+psycopg2 URL. For a test
+    that needs more than the one `pg_url` gives (it asks for `pg_available` first)."""
     import psycopg2
 
     name = f"meshline_test_{uuid.uuid4().hex[:10]}"
@@ -68,13 +68,21 @@ def pg_url(pg_available):
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name}")
-    host, port, user = _dsn_part("host", "127.0.0.1"), _dsn_part("port", "5432"), _dsn_part("user", "postgres")
-    try:
-        yield f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
-    finally:
+
+    def drop() -> None:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+    request.addfinalizer(drop)
+    host, port, user = _dsn_part("host", "127.0.0.1"), _dsn_part("port", "5432"), _dsn_part("user", "postgres")
+    return f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
+
+
+@pytest.fixture
+def pg_url(pg_available, request) -> str:
+    """A fresh Postgres database for one test, dropped afterwards: a postgresql+psycopg2 URL."""
+    return pg_database(request)
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -5,6 +5,8 @@ import hashlib
 import json
 import warnings
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ import dagster as dg
 
 from assets.config import Boundary
 from assets.flows.analytics import DEFAULT_TOLERANCE, analytics_checks
-from assets.flows.common import COMPENSATE_TAG, RETRY, asset_key, recorded
+from assets.flows.common import COMPENSATE_TAG, RETRY, asset_key, per_partition, recorded
 from assets.loading.ddl import META_SCHEMA, ensure_meta, raw_table, upsert_row, utcnow
 from assets.loading.warehouse import Tx, ident
 from assets.loading.watermark import daily_window
@@ -24,6 +26,8 @@ from expectations.validation import SuiteResult
 
 # Partitioned asset checks are "preview" in Dagster 1.13; they are what per-partition contracts need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+# Backfill policies are "beta": they are what lets a backfill's run take a range of days.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`")
 
 def _owners(contract: Contract) -> list[str]:
     return sorted({v for v in contract.owners.values() if "@" in v})
@@ -46,8 +50,8 @@ def column_schema(contract: Contract) -> dg.TableSchema:
 
 
 def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, *, pool: str | None,
-                   lookback: timedelta, deadline: timedelta = timedelta(hours=1), flow_description: str = ""
-                   ) -> dg.AssetsDefinition:
+                   lookback: timedelta, deadline: timedelta = timedelta(hours=1), flow_description: str = "",
+                   per_run: int = 0) -> dg.AssetsDefinition:
     # Dagster has no description for an asset group: the flow's is the first line of each of its assets'.
     flow_line = f"Flow `{contract.boundary_flow}`: {flow_description}\n\n" if flow_description else ""
 
@@ -55,6 +59,9 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         key=asset_key(contract),
         partitions_def=partitions_def,
         retry_policy=RETRY,
+        # A backfill's run takes a range of days: a run per day would pay the run's start (a process,
+        # the definitions) for each one, 270 times for a quarter of three flows.
+        backfill_policy=dg.BackfillPolicy.multi_run(per_run) if per_run else dg.BackfillPolicy.single_run(),
         pool=pool,
         group_name=contract.boundary_flow,
         owners=_owners(contract),
@@ -73,17 +80,34 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
               sources: SourcesResource) -> dg.MaterializeResult[Any]:
         wh = warehouse.get()
         source = sources.source(contract)
+        if context.has_partition_key:
+            with wh.held():
+                return dg.MaterializeResult(metadata=load_one(context, wh, source, context.partition_key))
+        # A backfill's run over a range: each partition loads exactly as a run of its own would, oldest
+        # first (so each one's watermark and lookback are what a day-by-day run would see), and its
+        # materialization carries its own figures. The warehouse stays open between the days.
+        keys = context.partition_keys
+        with wh.held():
+            for i, part in enumerate(keys, 1):
+                context.add_asset_metadata(load_one(context, wh, source, part), partition_key=part)
+                if i % 10 == 0 or i == len(keys):
+                    context.log.info(f"{contract.name}: {i}/{len(keys)} partitions loaded")
+        return dg.MaterializeResult()
+
+    def load_one(context: dg.AssetExecutionContext, wh: Any, source: Any, part: str) -> dict[str, Any]:
         # A compensating run (the backfill sensor's, `meshline dlq replay`'s) re-extracts the whole window
         # whatever the watermark says: late rows load, fixed records replace their dead letters.
         compensate = context.run.tags.get(COMPENSATE_TAG) == "true"
         # pyarrow comes with the loader: imported when a load runs, not when the definitions load
         from assets.loading.loader import load_partition
 
+        stats = getattr(source, "stats", None)  # HTTP sources: requests, retries, 429s, pages
+        before = dict(stats or {})
         try:
             r = load_partition(
-                wh, source, contract, partition_key=context.partition_key,
-                window=daily_window(context.partition_key), run_id=context.run.run_id, lookback=lookback,
-                full_refresh=compensate, progress=context.log.info, deadline_s=deadline.total_seconds())
+                wh, source, contract, partition_key=part, window=daily_window(part), run_id=context.run.run_id,
+                lookback=lookback, full_refresh=compensate, progress=context.log.info,
+                deadline_s=deadline.total_seconds())
         except SourceUnreachable as exc:
             # Usually transient (a restart, a network blip): the retry policy tries again, with backoff.
             raise dg.Failure(description=str(exc), allow_retries=True) from exc
@@ -94,7 +118,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         if r.watermark_to is not None:
             lag = (datetime.now(UTC).replace(tzinfo=None) - r.watermark_to).total_seconds() / 60
         context.log.info(
-            f"{contract.name} {context.partition_key}: read {r.rows_read}, loaded {r.rows_loaded}, "
+            f"{contract.name} {part}: read {r.rows_read}, loaded {r.rows_loaded}, "
             f"superseded {r.rows_superseded}, dead-lettered {r.rows_dead_lettered} in {r.seconds:.2f}s")
         meta: dict[str, Any] = {
             "rows_read": r.rows_read, "rows_loaded": r.rows_loaded, "rows_superseded": r.rows_superseded,
@@ -106,18 +130,17 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
             "contract_version": contract.version, "load_id": r.load_id, "load_seconds": round(r.seconds, 3),
             "compensating": compensate, "dead_letters_resolved": r.dead_letters_resolved,
         }
-        stats = getattr(source, "stats", None)  # HTTP sources: requests, retries, 429s, pages
         if stats:
-            meta.update({f"source_{k}": int(v) for k, v in stats.items()})
+            meta.update({f"source_{k}": int(v) - int(before.get(k, 0)) for k, v in stats.items()})
         if lag is not None:
             meta["lag_minutes"] = round(lag, 1)
         if r.unknown_columns:
             meta["unknown_source_columns"] = dg.MetadataValue.json(list(r.unknown_columns))
-            context.log.warning(f"{contract.name} {context.partition_key}: {r.rows_held} rows held: source "
+            context.log.warning(f"{contract.name} {part}: {r.rows_held} rows held: source "
                                 f"columns {list(r.unknown_columns)} are in no contract version yet")
         if r.missing_optional:
             meta["missing_optional_columns"] = dg.MetadataValue.json(list(r.missing_optional))
-        return dg.MaterializeResult(metadata=meta)
+        return meta
 
     return _load
 
@@ -159,6 +182,8 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
     slo = contract.slos.get("dead_letter_rate_max", 0.0)
     # What the suite is compiled from: a verdict is reused only under the same rules.
     rules_id = hashlib.sha256(f"{contract.version}{contract.columns!r}".encode()).hexdigest()[:16]
+    tok = ident(contract.change_token)
+    cols = ", ".join(ident(c) for c in contract.column_names)
 
     @dg.asset_check(
         asset=asset_key(contract), name=f"contract_{contract.name}", partitions_def=partitions_def,
@@ -167,40 +192,74 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         metadata={"contract_version": contract.version, "severity": contract.severity},
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
-               data_docs: DataDocsResource) -> dg.AssetCheckResult:
+               data_docs: DataDocsResource) -> Any:
         wh = warehouse.get()
-        window = daily_window(context.partition_key)
-        tok = ident(contract.change_token)
-        cols = ", ".join(ident(c) for c in contract.column_names)
+        with wh.held():
+            fresh = {} if context.has_partition_key else validate_range(wh, data_docs, context.partition_keys)
+        yield from per_partition(context, wh, lambda part: [judge(context, wh, data_docs, part, fresh.get(part))])
+
+    def rows_of(s: Tx, part: str) -> tuple[int, str]:
+        """(rows of the partition in raw, the fingerprint its verdict is stored under)."""
+        window = daily_window(part)
+        n_rows, newest = s.query(f"SELECT count(*), max(_loaded_at) FROM {raw_table(contract)}"
+                                 f" WHERE {tok} >= ? AND {tok} < ?", (window.start, window.end))[0]
+        return int(n_rows), f"{rules_id}:{n_rows}:{newest.isoformat() if newest else '-'}"
+
+    def validate_range(wh: Any, data_docs: DataDocsResource, keys: Sequence[str]) -> dict[str, SuiteResult]:
+        """A range's partitions validated as one batch: the suite's expectations are all row by row
+        (`expectations.compiler.ROW_WISE`), so rows that pass together pass in any partition of them.
+        When the batch fails, nothing is returned and each partition is validated alone, which says
+        where."""
         with wh.session() as s:
-            n_rows, newest = s.query(f"SELECT count(*), max(_loaded_at) FROM {raw_table(contract)}"
-                                     f" WHERE {tok} >= ? AND {tok} < ?", (window.start, window.end))[0]
-            fingerprint = f"{rules_id}:{n_rows}:{newest.isoformat() if newest else '-'}"
-            stored = n_rows and wh.table_exists(META_SCHEMA, "gx_validations")
-            suite = _stored_verdict(s, contract.name, context.partition_key, fingerprint) if stored else None
+            stored = wh.table_exists(META_SCHEMA, "gx_validations")
+            todo = {}
+            for part in keys:
+                n, fingerprint = rows_of(s, part)
+                if n and not (stored and _stored_verdict(s, contract.name, part, fingerprint)):
+                    todo[part] = (n, fingerprint)
+            if len(todo) < 2:
+                return {}
+            frame = s.query_arrow(f"SELECT {cols} FROM {raw_table(contract)} WHERE {tok} >= ? AND {tok} < ?",
+                                  (daily_window(min(todo)).start, daily_window(max(todo)).end)).to_pandas()
+        suite = data_docs.get().validate(frame, contract)
+        if not suite.success:
+            return {}
+        verdicts = {part: replace(suite, rows=n) for part, (n, _) in todo.items()}
+        with wh.transaction() as tx:
+            for part, (_, fingerprint) in todo.items():
+                _store_verdict(tx, contract.name, part, fingerprint, verdicts[part])
+        return verdicts
+
+    def judge(context: dg.AssetCheckExecutionContext, wh: Any, data_docs: DataDocsResource, part: str,
+              validated: SuiteResult | None) -> dg.AssetCheckResult:
+        with wh.session() as s:
+            n_rows, fingerprint = rows_of(s, part)
+            stored = n_rows and validated is None and wh.table_exists(META_SCHEMA, "gx_validations")
+            suite = validated or (_stored_verdict(s, contract.name, part, fingerprint) if stored else None)
             frame = None
             if suite is None and n_rows:
+                window = daily_window(part)
                 frame = s.query_arrow(
                     f"SELECT {cols} FROM {raw_table(contract)} WHERE {tok} >= ? AND {tok} < ?",
                     (window.start, window.end)).to_pandas()
             dead = dict(s.query(
                 f"SELECT reason_code, count(*) FROM {META_SCHEMA}.dead_letters WHERE asset = ? AND"
-                " partition_key = ? AND status = 'open' GROUP BY reason_code", (contract.name, context.partition_key)))
+                " partition_key = ? AND status = 'open' GROUP BY reason_code", (contract.name, part)))
             held = s.query(
                 f"SELECT unknown_columns, count(*) FROM {META_SCHEMA}.held_rows WHERE asset = ? AND"
                 " partition_key = ? AND status = 'held' GROUP BY unknown_columns",
-                (contract.name, context.partition_key)) if wh.table_exists(META_SCHEMA, "held_rows") else []
+                (contract.name, part)) if wh.table_exists(META_SCHEMA, "held_rows") else []
             # The partition's volume: what its loads read (rows in raw move to later partitions as they
             # change, so the rows now in the window alone would overstate the rate).
             read = s.scalar(f"SELECT max(rows_read) FROM {META_SCHEMA}.load_log WHERE asset = ? AND partition_key = ?",
-                            (contract.name, context.partition_key)) or 0
+                            (contract.name, part)) or 0
         # The GX suite, stored with its Data Docs page (imports great_expectations: only here), unless
         # these very rows were validated under these rules before (a nightly re-run that loaded nothing).
-        reused = suite is not None
+        reused = suite is not None and validated is None
         if frame is not None:
             suite = data_docs.get().validate(frame, contract)
             with wh.transaction() as tx:
-                _store_verdict(tx, contract.name, context.partition_key, fingerprint, suite)
+                _store_verdict(tx, contract.name, part, fingerprint, suite)
         n_dead = sum(dead.values())
         n_held = sum(n for _, n in held)
         held_cols = sorted({c for cols, _ in held for c in cols.split(",")})
@@ -233,7 +292,7 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
                 "contract_version": contract.version,
                 **({"data_docs": dg.MetadataValue.url(suite.docs_url)} if suite and suite.docs_url else {}),
             },
-        ), remediable=breached)
+        ), partition_key=part, remediable=breached)
 
     return _check
 
@@ -247,16 +306,17 @@ def deprecation_check(contract: Contract, partitions_def: dg.PartitionsDefinitio
         metadata={"contract_version": contract.version,
                   "deprecated_after": str(contract.deprecated_after) if contract.deprecated_after else "never"},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext) -> Any:
         today = datetime.now(UTC).date()
         past = contract.deprecated_on(today)
-        return dg.AssetCheckResult(
+        verdict = dg.AssetCheckResult(
             passed=not past, severity=dg.AssetCheckSeverity.WARN,
             description=(f"{contract.ref} is deprecated since {contract.deprecated_after}: pin a newer version"
                          if past else f"{contract.ref} is current"
                          + (f" (deprecated after {contract.deprecated_after})" if contract.deprecated_after else "")),
             metadata={"deprecated_after": str(contract.deprecated_after or "never"), "today": today.isoformat()},
         )
+        yield from per_partition(context, None, lambda part: [verdict])
 
     return _check
 
@@ -272,7 +332,7 @@ def flow_contracts(names: tuple[str, ...], boundaries: list[Boundary] | None = N
 
 def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefinition, pool: str | None,
                      boundaries: list[Boundary] | None = None, default_lookback: timedelta = timedelta(hours=6),
-                     flow_description: str = "") -> tuple[list[Contract], list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+                     flow_description: str = "", per_run: int = 0) -> tuple[list[Contract], list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """(contracts, assets, checks) every flow shares: one asset per boundary, its contract check, its
     contract-version (deprecation) check and the warehouse-analytics checks (volume, freshness, gaps)."""
     contracts = flow_contracts(names, boundaries)
@@ -281,7 +341,7 @@ def build_boundaries(names: tuple[str, ...], partitions_def: dg.PartitionsDefini
                              lookback=timedelta(hours=conf[c.name].lookback_hours) if c.name in conf
                              else default_lookback,
                              deadline=timedelta(minutes=conf[c.name].deadline_minutes if c.name in conf else 60),
-                             flow_description=flow_description)
+                             flow_description=flow_description, per_run=per_run)
               for c in contracts]
     checks = [contract_check(c, partitions_def, pool=pool) for c in contracts]
     checks += [deprecation_check(c, partitions_def) for c in contracts]

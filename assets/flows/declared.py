@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from assets.config import Config
 from assets.flows.boundary import build_boundaries
-from assets.flows.common import asset_key, recorded
+from assets.flows.common import asset_key, per_partition, recorded
 from assets.flows.rules import Findings, Rule, evaluate, stored_key
 from assets.loading.ddl import META_SCHEMA, ensure_meta, upsert_row, utcnow
 from assets.loading.warehouse import Tx, Warehouse
@@ -67,11 +67,13 @@ def rule_check(rule: Rule, partitions_def: dg.PartitionsDefinition, pool: str | 
                              metadata=meta, partitions_def=partitions_def)
 
     @dg.multi_asset_check(specs=[on_a, on_b], name=f"{rule.flow}__{rule.check_name}", pool=pool)
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-               ) -> Iterator[dg.AssetCheckResult]:
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
         wh = warehouse.get()
+        yield from per_partition(context, wh, lambda part: judge(context, wh, part))
+
+    def judge(context: dg.AssetCheckExecutionContext, wh: Warehouse, part: str) -> list[dg.AssetCheckResult]:
         severity = dg.AssetCheckSeverity.WARN if rule.severity == "standard" else dg.AssetCheckSeverity.ERROR
-        f = run_rule(wh, rule, context.partition_key, context.run.run_id)
+        f = run_rule(wh, rule, part, context.run.run_id)
         verdict: dict[str, Any]
         if f is None:
             verdict = {"passed": False, "description": f"raw.{rule.a.name} or raw.{rule.b.name} has never been loaded"}
@@ -83,11 +85,12 @@ def rule_check(rule: Rule, partitions_def: dg.PartitionsDefinition, pool: str | 
             verdict = {"passed": f.passed, "metadata": meta, "description": (
                 f"{f.failing} of {f.checked} {'failing' if rule.kind != 'aggregate_parity' else 'differ'}"
                 f"{f', {f.pending} pending within the SLA' if f.pending else ''}")}
-        yield recorded(context, wh, rule.a, rule.check_name, dg.AssetCheckResult(
-            asset_key=asset_key(rule.a), check_name=rule.check_name, severity=severity, **verdict), remediable=True)
-        # On B the verdict is informational: the severity and the incident are A's.
-        yield dg.AssetCheckResult(asset_key=asset_key(rule.b), check_name=rule.check_name,
-                                  severity=dg.AssetCheckSeverity.WARN, **verdict)
+        return [recorded(context, wh, rule.a, rule.check_name, dg.AssetCheckResult(
+                    asset_key=asset_key(rule.a), check_name=rule.check_name, severity=severity, **verdict),
+                    partition_key=part, remediable=True),
+                # On B the verdict is informational: the severity and the incident are A's.
+                dg.AssetCheckResult(asset_key=asset_key(rule.b), check_name=rule.check_name,
+                                    severity=dg.AssetCheckSeverity.WARN, **verdict)]
 
     return _check
 
@@ -98,6 +101,7 @@ def build_flow(flow: str, config: Config, partitions_def: dg.PartitionsDefinitio
     per declared rule. Every flow, the shipped three included, is built this way."""
     bounds = config.flow_boundaries(flow)
     _, assets, checks = build_boundaries(tuple(b.name for b in bounds), partitions_def, pool, bounds,
-                                         flow_description=config.descriptions.get(flow, ""))
+                                         flow_description=config.descriptions.get(flow, ""),
+                                         per_run=config.operations.backfill_partitions_per_run)
     checks += [rule_check(rule, partitions_def, pool) for rule in config.rules.get(flow, [])]
     return assets, checks

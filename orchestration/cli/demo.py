@@ -67,24 +67,13 @@ def _out(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, seed: int = 7,
-             reset: bool = False, end: date | None = None) -> dict:
-    """Run the demo; returns a summary (per flow: per-day rows, totals, ground truth) for tests."""
+def simulate(settings: Settings, *, days: int, leads_per_day: int, seed: int, end: date | None = None
+             ) -> tuple[Any, Any, Any, tuple[dict, dict, dict]]:
+    """The three simulated systems under `settings.sandbox_dir` (made once, then reused) and their ground
+    truths: (lead handoff, quote-to-cash, subscription updates sandboxes, (their truths))."""
     from assets.sandbox import LeadHandoffSandbox
     from assets.sandbox.quote_to_cash import QuoteToCashSandbox
     from assets.sandbox.subscription_updates import SubscriptionSandbox
-
-    t0 = time.perf_counter()
-    if reset:
-        for path in (settings.sandbox_dir, settings.dagster_home, settings.home / "gx"):
-            shutil.rmtree(path, ignore_errors=True)
-        if settings.local:
-            wh_path = settings.warehouse_url[len("duckdb:///"):]
-            for p in (wh_path, wh_path + ".wal"):
-                if os.path.exists(p):
-                    os.remove(p)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_local_dagster_home()))
 
     sandbox = LeadHandoffSandbox(settings.sandbox_dir)
     q2c = QuoteToCashSandbox(settings.sandbox_dir / "quote_to_cash")
@@ -110,6 +99,26 @@ def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, se
              f"{len(subs_truth['not_reflected'])} never reflected in billing, {len(subs_truth['plan_mismatch'])} "
              f"billed on another plan, {subs_truth['duplicate_deliveries']} events delivered twice, "
              f"{len(subs_truth['malformed'])} malformed lines or records")
+    return sandbox, q2c, subs, (truth, q2c_truth, subs_truth)
+
+
+def run_demo(settings: Settings, *, days: int = 14, leads_per_day: int = 200, seed: int = 7,
+             reset: bool = False, end: date | None = None) -> dict:
+    """Run the demo; returns a summary (per flow: per-day rows, totals, ground truth) for tests."""
+    t0 = time.perf_counter()
+    if reset:
+        for path in (settings.sandbox_dir, settings.dagster_home, settings.home / "gx"):
+            shutil.rmtree(path, ignore_errors=True)
+        if settings.local:
+            wh_path = settings.warehouse_url[len("duckdb:///"):]
+            for p in (wh_path, wh_path + ".wal"):
+                if os.path.exists(p):
+                    os.remove(p)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_local_dagster_home()))
+
+    sandbox, q2c, subs, (truth, q2c_truth, subs_truth) = simulate(
+        settings, days=days, leads_per_day=leads_per_day, seed=seed, end=end)
 
     import dagster as dg
 

@@ -81,6 +81,16 @@ def test_compiled_suite_has_an_expectation_per_rule_with_reason_codes(name):
 
 
 @pytest.mark.parametrize("name", CONTRACTS)
+def test_compiled_suites_judge_row_by_row(name):
+    """A backfill validates a range of partitions as one batch and takes its pass for each partition
+    (assets.flows.boundary): sound only while no expectation judges an aggregate of rows."""
+    from expectations.compiler import ROW_WISE, compile_suite
+
+    kinds = {type(exp).__name__ for exp in compile_suite(load_contract(name)).expectations}
+    assert kinds and kinds <= ROW_WISE, kinds - ROW_WISE
+
+
+@pytest.mark.parametrize("name", CONTRACTS)
 def test_test_vectors_get_exactly_their_reason_codes(name):
     contract = load_contract(name)
     table, expected = _vectors(contract)
