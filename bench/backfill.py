@@ -68,7 +68,9 @@ def launch_backfill(instance: Any, partitions: list[str], asset_paths: list[list
 
 
 def wait_backfill(instance: Any, backfill_id: str, timeout_s: float = 3600) -> dict:
-    """Wait until the backfill and its runs are done: {status, runs, failed_runs, partitions per run}."""
+    """Wait until the backfill and its runs are done: {backfill_id, status, runs, failed_runs}. A run
+    fails when a blocking check fails on one of its days (a critical contract breached), as a run of
+    that day alone does; its days are loaded and judged all the same."""
     import dagster as dg
     from dagster._core.execution.backfill import BulkActionStatus
 
@@ -168,13 +170,17 @@ def measure(home: Path, target: str, urls: dict[str, str], *, days: int = 90, sa
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
-        out[variant] = {**done, "partitions": len(days_now), "wall_s": wall}
+            materialized = sum(len(instance.get_materialized_partitions(dg.AssetKey(p)) & set(days_now))
+                               for p in paths)
+        out[variant] = {**done, "partitions": len(days_now), "wall_s": wall,
+                        "asset_partitions_materialized": materialized, "asset_partitions": len(paths) * len(days_now)}
     scaled = out["per_partition"]["wall_s"] / sample * days
     out.update(wall_s=out["ranged"]["wall_s"], per_partition_runs_scaled_s=round(scaled, 1),
                ratio_to_per_partition_runs=round(out["ranged"]["wall_s"] / scaled, 3),
                ratio_to_loader_alone=round(out["ranged"]["wall_s"] / out["loader_alone_s"], 2),
                target_max_s=300.0,
-               target_met=out["ranged"]["wall_s"] <= 300 and out["ranged"]["failed_runs"] == 0)
+               target_met=out["ranged"]["wall_s"] <= 300 and out["ranged"]["status"] == "COMPLETED_SUCCESS"
+               and out["ranged"]["asset_partitions_materialized"] == out["ranged"]["asset_partitions"])
     return out
 
 

@@ -53,7 +53,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
                             *(r.sla.total_seconds() / 3600 + 24 for r in config.rules.get(flow, []))]) for flow in flows}
     registry = Registry()
     contracts = {b.name: registry.get(b.contract, b.contract_version) for b in config.boundaries.values()}
-    sensors = build_sensors({flow: flow_job_name(flow) for flow in flows}, DBT_JOB, contracts,
+    sensors = build_sensors({flow: flow_job_name(flow) for flow in flows}, DBT_JOB, contracts, config,
                             interval_s=ops.sensor_interval_s, running=ops.compensation,
                             targets=[*flow_jobs, build_job])
     return dg.Definitions(

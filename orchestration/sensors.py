@@ -11,13 +11,21 @@ from typing import Any
 
 import dagster as dg
 
+from assets.config import Config
 from assets.remediation.compensation import BACKOFF_BASE, MAX_ATTEMPTS, plan_compensation
-from assets.remediation.paging import escalate_incidents, page_dead_letters, page_exhausted, resend_failed
-from assets.resources import NotifierResource, WarehouseResource
+from assets.remediation.paging import (
+    escalate_incidents,
+    page_dead_letters,
+    page_exhausted,
+    page_unfixable,
+    resend_failed,
+)
+from assets.remediation.probe import Probe, probe_reload
+from assets.resources import NotifierResource, SourcesResource, WarehouseResource
 from expectations.contract import Contract
 
 
-def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict[str, Contract], *,
+def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict[str, Contract], config: Config, *,
                   interval_s: int, running: bool, targets: list[Any]) -> list[dg.SensorDefinition]:
     """`flow_jobs`: flow → job name; `targets`: the job definitions the compensating sensor may launch."""
     flow_owner: dict[str, Contract] = {}
@@ -28,16 +36,22 @@ def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict[str, 
     @dg.sensor(name="compensating_backfill", minimum_interval_seconds=interval_s, jobs=targets,
                default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
                description="Failed partitioned checks → a compensating run of the flow's partition (re-extract, "
-                           "replay dead letters), then dbt; capped attempts with backoff, then the owner is paged.")
+                           "replay dead letters), then dbt, when a dry run of the reload shows it can change "
+                           "something; otherwise, and after capped attempts with backoff, the owner is paged.")
     def compensating_backfill(context: dg.SensorEvaluationContext, warehouse: WarehouseResource,
-                              notifier: NotifierResource) -> list[dg.RunRequest] | dg.SkipReason:
+                              notifier: NotifierResource, sources: SourcesResource) -> list[dg.RunRequest] | dg.SkipReason:
         wh, pager = warehouse.get(), notifier.get()
 
         def exhausted(flow: str, part: str, attempts: int) -> None:
             page_exhausted(wh, flow_owner.get(flow), flow, part, attempts, pager)
 
+        def unfixable(found: Probe) -> None:
+            page_unfixable(wh, flow_owner.get(found.flow), found, pager)
+
         requests, _ = plan_compensation(wh, context.instance, flow_jobs, dbt_job, max_attempts=MAX_ATTEMPTS,
-                                        base=BACKOFF_BASE, on_exhausted=exhausted, log=context.log.info)
+                                        base=BACKOFF_BASE, on_exhausted=exhausted, log=context.log.info,
+                                        probe=lambda flow, part: probe_reload(wh, sources, config, flow, part),
+                                        on_unfixable=unfixable)
         return requests or dg.SkipReason("no failed check awaits compensation")
 
     @dg.sensor(name="dead_letter_pager", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

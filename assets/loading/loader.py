@@ -338,6 +338,14 @@ def _validated(chunks: Iterator[pa.Table], contract: Contract,
             close()
 
 
+class _DryRun(Exception):
+    """Ends a dry run at the point of commit (rolled back), carrying what the load would have done."""
+
+    def __init__(self, result: LoadResult):
+        super().__init__("dry run")
+        self.result = result
+
+
 class _LateDrift(Exception):
     """Columns no contract version lists appeared after the records the preflight saw."""
 
@@ -380,21 +388,26 @@ def load_partition(
     before_commit: Callable[[Tx], None] | None = None,
     progress: Callable[[str], None] | None = None,
     deadline_s: float | None = None,
+    dry_run: bool = False,
 ) -> LoadResult:
     """Load one partition. Either everything (data, dead letters, watermark, load_log) commits, or nothing.
 
     `before_commit` runs inside the transaction after every write and before COMMIT (tests inject
     crashes there). `progress` receives human-readable progress lines (no row values). A load still
-    reading after `deadline_s` seconds stops with a `LoadError` and writes nothing.
+    reading after `deadline_s` seconds stops with a `LoadError` and writes nothing. A `dry_run` does
+    all of it and rolls back at the point of commit: what the load would do, with nothing written.
     """
     run = functools.partial(_load, warehouse, source, contract, partition_key=partition_key, window=window,
                             run_id=run_id, lookback=lookback, full_refresh=full_refresh, chunk_rows=chunk_rows,
-                            before_commit=before_commit, progress=progress, deadline_s=deadline_s)
+                            before_commit=before_commit, progress=progress, deadline_s=deadline_s,
+                            dry_run=dry_run)
     try:
         return run()
     except _LateDrift as drift:
         # Rolled back: read again, holding every row, as if the preflight had seen the new columns.
         return run(late_unknown=drift.columns)
+    except _DryRun as done:
+        return done.result
 
 
 def _load(
@@ -411,6 +424,7 @@ def _load(
     before_commit: Callable[[Tx], None] | None,
     progress: Callable[[str], None] | None,
     deadline_s: float | None,
+    dry_run: bool = False,
     late_unknown: tuple[str, ...] = (),
 ) -> LoadResult:
     t0 = time.perf_counter()
@@ -562,5 +576,8 @@ def _load(
              result.started_at, result.finished_at))
         if before_commit is not None:
             before_commit(tx)
+        if dry_run:
+            result.seconds = time.perf_counter() - t0
+            raise _DryRun(result)  # rolls the transaction back
     result.seconds = time.perf_counter() - t0
     return result

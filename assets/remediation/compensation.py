@@ -5,7 +5,9 @@ Partitioned checks store their outcomes in `meshline.check_results` and open or 
 
 1. new remediable failures (reconciliation, contract breach, volume, freshness, gaps) put their
    (flow, partition) under compensation — the partitions a gap check names, not the one it ran on;
-2. a (flow, partition) whose attempt is due is launched: the flow's job for exactly that partition,
+2. a (flow, partition) whose attempt is due is probed first (assets.remediation.probe: a dry run of
+   the reload). When no reload can change anything, it is escalated at once, the probe's counts as
+   the evidence, and nothing is launched. Otherwise it is launched: the flow's job for that partition,
    tagged `meshline/compensate=true`, so every boundary re-extracts its window regardless of the
    watermark and replays its dead letters. The run key `compensate:<flow>:<partition>:<attempt>` makes
    one failure one launch;
@@ -25,6 +27,7 @@ import dagster as dg
 from assets.flows.boundary import COMPENSATE_TAG
 from assets.loading.ddl import META_SCHEMA
 from assets.loading.warehouse import Tx, Warehouse
+from assets.remediation.probe import Probe
 from assets.remediation.state import audit, ensure, now
 
 REMEDIATION_TAG = "meshline/remediation"
@@ -66,9 +69,19 @@ def plan_compensation(wh: Warehouse, instance: dg.DagsterInstance, flow_jobs: di
                       *, at: datetime | None = None, max_attempts: int = MAX_ATTEMPTS,
                       base: timedelta = BACKOFF_BASE,
                       on_exhausted: Callable[[str, str, int], None] | None = None,
-                      log: Callable[[str], None] | None = None) -> tuple[list[dg.RunRequest], datetime | None]:
-    """One tick of the compensating-backfill logic. Returns (run requests, newest check result handled)."""
+                      log: Callable[[str], None] | None = None,
+                      probe: Callable[[str, str], Probe | None] | None = None,
+                      on_unfixable: Callable[[Probe], None] | None = None,
+                      probe_budget_s: float = 30.0) -> tuple[list[dg.RunRequest], datetime | None]:
+    """One tick of the compensating-backfill logic. Returns (run requests, newest check result handled).
+
+    `probe(flow, partition)` says whether a reload can change anything (None: it cannot tell, so the
+    attempt is launched); probing stops for the tick after `probe_budget_s`, and what was not probed
+    waits for the next tick."""
+    import time
+
     at = at or now()
+    probing_until = time.monotonic() + probe_budget_s
     say = log or (lambda msg: None)
     requests: list[dg.RunRequest] = []
     with wh.transaction() as tx:
@@ -133,6 +146,20 @@ def plan_compensation(wh: Warehouse, instance: dg.DagsterInstance, flow_jobs: di
             continue
         if due > at:
             continue
+        if probe is not None:
+            if time.monotonic() > probing_until:
+                continue  # due, not probed yet: the next tick
+            found = probe(flow, part)
+            if found is not None and not found.changes:
+                with wh.transaction() as tx:
+                    tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'escalated', updated_at = ? WHERE"
+                               " flow = ? AND partition_key = ?", (at, flow, part))
+                    audit(tx, "sensor:compensating_backfill", "remediation.escalate", f"{flow}/{part}",
+                          {"attempts": attempts, "reason": "no reload can change it", "probe": found.evidence}, at)
+                say(f"{flow} {part}: no reload can change it ({found.words()}): escalated without a run")
+                if on_unfixable:
+                    on_unfixable(found)
+                continue
         n = attempts + 1
         key = f"compensate:{flow}:{part}:{n}"
         requests.append(_compensating_request(flow_jobs[flow], part, key))

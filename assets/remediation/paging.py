@@ -25,6 +25,7 @@ from assets.loading.ddl import META_SCHEMA
 from assets.loading.redaction import redact_value
 from assets.loading.warehouse import Tx, Warehouse
 from assets.remediation.notify import Notifier, NotifyError
+from assets.remediation.probe import Probe
 from assets.remediation.state import SEVERITY, audit, ensure, now
 from expectations.contract import Contract
 
@@ -102,7 +103,7 @@ def _last_sent(s: Tx, contract: str, kind: str) -> tuple[Any, ...] | None:
 
 def resend_failed(wh: Warehouse, notifier: Notifier, *, budget_s: float = 40.0, at: datetime | None = None
                   ) -> dict[str, int]:
-    """Send again every exhausted-remediation page that failed (dead-letter and incident pages are
+    """Send again every escalation page (exhausted or unfixable remediation) that failed (dead-letter and incident pages are
     re-evaluated by their own tick). Pages are tried oldest first until `budget_s` is spent; what is left
     stays failed for the next tick. Returns {"sent", "failed"} of this call."""
     import json
@@ -111,10 +112,10 @@ def resend_failed(wh: Warehouse, notifier: Notifier, *, budget_s: float = 40.0, 
     until = time.monotonic() + budget_s
     with wh.transaction() as tx:
         ensure(tx)
-        rows = tx.query(f"SELECT alert_id, contract, payload FROM {META_SCHEMA}.alerts WHERE status = 'failed'"
-                        " AND kind = 'remediation_exhausted' ORDER BY sent_at")
+        rows = tx.query(f"SELECT alert_id, contract, kind, payload FROM {META_SCHEMA}.alerts WHERE status = 'failed'"
+                        " AND kind IN ('remediation_exhausted', 'remediation_unfixable') ORDER BY sent_at")
     out = {"sent": 0, "failed": 0}
-    for alert_id, contract, payload in rows:
+    for alert_id, contract, kind, payload in rows:
         if time.monotonic() > until:
             break
         page = {k: v for k, v in json.loads(payload).items() if k != "error"}
@@ -125,7 +126,7 @@ def resend_failed(wh: Warehouse, notifier: Notifier, *, budget_s: float = 40.0, 
             continue
         with wh.transaction() as tx:
             tx.execute(f"UPDATE {META_SCHEMA}.alerts SET status = 'sent', sent_at = ? WHERE alert_id = ?", (at, alert_id))
-            audit(tx, "meshline", "page.resent", contract, {"kind": "remediation_exhausted", "alert_id": alert_id,
+            audit(tx, "meshline", "page.resent", contract, {"kind": kind, "alert_id": alert_id,
                                                              "notifier": notifier.name}, at)
         out["sent"] += 1
     return out
@@ -219,16 +220,30 @@ def escalate_incidents(wh: Warehouse, contracts: dict[str, Contract], notifier: 
 def page_exhausted(wh: Warehouse, contract: Contract | None, flow: str, partition: str, attempts: int, notifier: Notifier,
                    at: datetime | None = None) -> dict[str, Any]:
     """Compensation gave up after `attempts`: page the flow's owner."""
-    at = at or now()
     summary = f"compensating backfill of {flow} {partition} failed {attempts} time(s): escalated to a human"
-    page = (_page(contract, "remediation_exhausted", summary, {"flow": flow, "partition": partition,
-                                                                 "attempts": attempts})
-            if contract else {"kind": "remediation_exhausted", "text": summary, "flow": flow, "partition": partition})
+    return _escalation(wh, contract, "remediation_exhausted", summary, {"flow": flow, "partition": partition,
+                                                                        "attempts": attempts}, notifier, at)
+
+
+def page_unfixable(wh: Warehouse, contract: Contract | None, probe: Probe, notifier: Notifier,
+                   at: datetime | None = None) -> dict[str, Any]:
+    """A failing partition no reload can change (the probe's dry run found nothing new and no dead
+    letter now valid): page the flow's owner at once, with the probe's counts."""
+    summary = (f"{probe.flow} {probe.partition} is failing and a reload cannot change it, so no compensating "
+               f"run was launched: {probe.words()}. The source systems must fix it: escalated to a human")
+    return _escalation(wh, contract, "remediation_unfixable", summary, {
+        "flow": probe.flow, "partition": probe.partition, "probe": probe.evidence}, notifier, at)
+
+
+def _escalation(wh: Warehouse, contract: Contract | None, kind: str, summary: str, details: dict[str, Any],
+                notifier: Notifier, at: datetime | None) -> dict[str, Any]:
+    at = at or now()
+    page = (_page(contract, kind, summary, details) if contract
+            else {"kind": kind, "text": summary, **details})
     status = "sent"
     try:
         notifier.send(page)
     except NotifyError as exc:
         status, page["error"] = "failed", str(exc)
-    _record(wh, contract.name if contract else flow, "remediation_exhausted", at, at, 0, 0.0, status, notifier, page,
-            at)
+    _record(wh, contract.name if contract else details["flow"], kind, at, at, 0, 0.0, status, notifier, page, at)
     return {"status": status, "page": page}

@@ -13,7 +13,7 @@ import pytest
 
 from assets.loading import Warehouse
 from assets.settings import PROJECT_ROOT, Settings
-from orchestration.cli.demo import QUIET, simulate
+from orchestration.cli.demo import QUIET, RANGE_END, RANGE_START, simulate
 from orchestration.jobs import flow_job_name
 from tests.conftest import SIM_END, TEST_REDACTION_KEY, pg_database
 from tests.helpers import day_keys, snapshot
@@ -21,7 +21,6 @@ from tests.helpers import day_keys, snapshot
 pytestmark = pytest.mark.slow
 
 FLOWS = ("lead_handoff", "quote_to_cash", "subscription_updates")
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def _verdicts(results: list[dg.ExecuteInProcessResult]) -> dict[tuple, tuple]:

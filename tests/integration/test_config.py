@@ -61,6 +61,8 @@ def test_the_project_config_loads():
     (("version: 1\n", "version: 1\nx: &a [1, 2]\n"), r"not valid YAML: line 2: anchors and aliases"),
     (("lookback_hours: 3", "deadline_minutes: 0"), r":6: .*deadline_minutes: expected 1 to 1440, got 0"),
     (("version: 1\n", "version: 1\nexecutor: {kind: dask}\n"), r":2: executor.kind: expected one of in_process, multiprocess, celery"),
+    (("version: 1\n", "version: 1\npartitions: {backfill_partitions_per_run: -1}\n"),
+     r":2: partitions.backfill_partitions_per_run: expected 0 \(one run\) to 366, got -1"),
 ])
 def test_invalid_config_fails_with_file_line_key_and_reason(tmp_path, edit, message):
     path = tmp_path / "meshline.yaml"

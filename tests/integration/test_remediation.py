@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -53,7 +54,9 @@ def _remediation(wh, flow, part):
 
 
 def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(warehouse_url):
-    from assets.resources import NotifierResource, WarehouseResource
+    from assets.config import load_config
+    from assets.resources import NotifierResource, SourcesResource, WarehouseResource
+    from assets.settings import DEFAULT_CONFIG
 
     wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
     assert _fail(wh, "lead_handoff", "marketing_leads", "rule_handed_off", "2026-03-11") == "opened"
@@ -64,10 +67,13 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     _fail(wh, "lead_handoff", "crm_leads", "contract_crm_leads", "2026-03-13", remediable=False)  # within SLO
 
     contracts = {n: Registry().get(n) for n in ("marketing_leads", "crm_opportunities", "product_plan_events")}
-    sensor = build_sensors(FLOW_JOBS, "dbt_build_job", contracts, interval_s=30, running=True, targets=[])[0]
+    sensor = build_sensors(FLOW_JOBS, "dbt_build_job", contracts, load_config(DEFAULT_CONFIG), interval_s=30,
+                           running=True, targets=[])[0]
     instance = dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(instance=instance, resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
-                                                                  "notifier": NotifierResource()})
+    # No partition here was ever loaded, so the probe says a reload can change each one (a gap).
+    resources = {"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
+                 "notifier": NotifierResource(), "sources": SourcesResource(boundaries={})}
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
     reqs = sensor(ctx)
     assert sorted((r.run_key, r.job_name, r.partition_key) for r in reqs) == [
         ("compensate:lead_handoff:2026-03-11:1", "lead_handoff_job", "2026-03-11"),
@@ -79,9 +85,7 @@ def test_sensor_launches_each_failure_once_then_backs_off_caps_and_escalates(war
     # The same failure again before any run started: no new attempt, only the same run keys again
     # (which Dagster launches at most once), so a tick that failed after requesting cannot lose a launch.
     _fail(wh, "lead_handoff", "marketing_leads", "rule_handed_off", "2026-03-11")
-    ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor,
-                                   resources={"warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
-                                                                  "notifier": NotifierResource()})
+    ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, resources=resources)
     assert sorted(r.run_key for r in sensor(ctx2)) == sorted(r.run_key for r in reqs)
     assert _remediation(wh, "lead_handoff", "2026-03-11")[:2] == ("launched", 1)
 
@@ -186,6 +190,69 @@ def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_ur
                         " AND status = 'resolved'")
     assert out.startswith(f"{n_open} open,") and "MTTR (resolved incidents):" in out
     assert re.search(r"marketing_leads\s+P2\s+\d+ resolved\s+mean \d", out) and mean > 0
+
+
+def test_the_sensor_probes_each_failure_and_escalates_what_no_reload_can_fix(warehouse_url, late_sandbox, tmp_path):
+    """A failing partition whose sources hold nothing the warehouse lacks is escalated at once, with the
+    probe's counts and no run; one whose source now has the missing records is compensated."""
+    from assets.config import load_config
+    from assets.remediation.probe import probe_reload
+    from assets.resources import NotifierResource, SourcesResource, WarehouseResource
+    from tests.helpers import lead_handoff_defs
+
+    truth = late_sandbox.ground_truth()
+    keys = day_keys(truth)
+    instance = dg.DagsterInstance.ephemeral()
+    for key in keys + keys:  # the second pass judges each day with the CRM fully loaded
+        materialize_day(warehouse_url, late_sandbox, key, instance=instance)
+    wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
+    with wh.session() as s:
+        failing = sorted(p for (p,) in s.query(
+            "SELECT DISTINCT partition_key FROM meshline.incidents WHERE check_name = 'rule_handed_off'"
+            " AND status = 'open'"))
+    assert len(failing) >= 2, "the sandbox must leave MQLs of two days unsynced past the SLA"
+    stuck, fixed = failing[0], failing[1]
+    with duckdb.connect(str(late_sandbox.paths.marketing), read_only=True) as con:
+        day_of = {lead: str(at.date()) for lead, at in con.execute("SELECT lead_id, mql_at FROM marketing_leads").fetchall()}
+    late = [x for x in truth["never_synced"] if day_of[x] == fixed]
+    assert late_sandbox.hand_off_late(late) == len(late) > 0  # the CRM catches up on one day only
+
+    config = load_config(Path(_config(tmp_path, late_sandbox)))
+    sources = lead_handoff_defs(warehouse_url, late_sandbox)[2]["sources"]
+    before = snapshot(warehouse_url)
+    nothing, something = (probe_reload(wh, sources, config, "lead_handoff", d) for d in (stuck, fixed))
+    assert not nothing.changes and something.changes
+    assert nothing.evidence["crm_leads"]["rows_new"] == 0 and nothing.evidence["crm_leads"]["rows_in_source"] > 0
+    assert something.evidence["crm_leads"]["rows_new"] == len(late)
+
+    contracts = {n: Registry().get(n) for n in ("marketing_leads", "crm_leads")}
+    sensor = build_sensors({"lead_handoff": "lead_handoff_job"}, "dbt_build_job", contracts, config, interval_s=30,
+                           running=True, targets=[])[0]
+    ctx = dg.build_sensor_context(instance=instance, resources={
+        "warehouse": WarehouseResource(url=warehouse_url, redaction_key=TEST_REDACTION_KEY),
+        "notifier": NotifierResource(), "sources": SourcesResource(boundaries=sources.boundaries)})
+    reqs = sensor(ctx)
+    assert [r.partition_key for r in reqs] == [fixed]
+    assert _remediation(wh, "lead_handoff", stuck)[:2] == ("escalated", 0)
+    for d in failing[2:]:  # every other failing day is escalated too: its CRM never caught up
+        assert _remediation(wh, "lead_handoff", d)[0] == "escalated"
+    with wh.session() as s:
+        escalated = sorted(p for (p,) in s.query(
+            "SELECT partition_key FROM meshline.remediations WHERE status = 'escalated'"))
+        pages = [json.loads(p) for (p,) in s.query(
+            "SELECT payload FROM meshline.alerts WHERE kind = 'remediation_unfixable' ORDER BY sent_at")]
+        escalations = [json.loads(d) for (d,) in s.query(
+            "SELECT details FROM meshline.audit_log WHERE action = 'remediation.escalate'")]
+    assert sorted(p["partition"] for p in pages) == escalated and fixed not in escalated
+    page = next(p for p in pages if p["partition"] == stuck)
+    assert page["probe"] == nothing.evidence and "a reload cannot change it" in page["text"]
+    assert page["owner"] and "@" in page["owner"]
+    assert all(e["reason"] == "no reload can change it" for e in escalations)
+    # Counts only: the evidence holds no value of any record.
+    assert all(isinstance(n, int) for p in pages for counts in p["probe"].values() for n in counts.values())
+    # The probes (the test's and the sensor's) wrote nothing: rows, dead letters and watermarks are as
+    # the runs left them.
+    assert snapshot(warehouse_url) == before
 
 
 def _config(tmp_path, sandbox) -> str:
