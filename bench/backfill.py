@@ -5,7 +5,7 @@ warehouse pool running them) and timed from the launch to the backfill's complet
 same bench run: a sample of the same partitions launched one run per partition (what the backfill cost
 before its runs took ranges), and the loader alone over all 270 partition loads (the floor).
 
-    python -m bench.backfill [--days 90] [--targets duckdb,postgres]     # JSON lines; `make bench` runs it
+    python -m bench.backfill [--targets duckdb,postgres]     # JSON lines; `make bench` runs it too
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def world(home: Path, warehouse_url: str, first: date, days: int, leads_per_day:
                       .replace('start_date: "2026-01-01"', f'start_date: "{first.isoformat()}"', 1)
                       .replace("compensation: true", "compensation: false", 1)
                       .replace("backfill_partitions_per_run: 0 ", f"backfill_partitions_per_run: {per_run} ", 1))
-    settings = Settings(home=home, warehouse_url=warehouse_url, config_path=config)
+    settings = Settings(home=home, warehouse_url=warehouse_url, config_path=config,
+                        redaction_key=os.environ.get("MESHLINE_REDACTION_KEY"))
     assert settings.config().operations.backfill_partitions_per_run == per_run
     settings.ensure_local_dagster_home()
     simulate(settings, days=days, leads_per_day=leads_per_day, seed=7, end=first + timedelta(days=days - 1))
@@ -185,24 +186,15 @@ def measure(home: Path, target: str, urls: dict[str, str], *, days: int = 90, sa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _recreate_db
+    from bench.run import _backfills
 
     p = argparse.ArgumentParser(prog="python -m bench.backfill", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--days", type=int, default=90, help="daily partitions of each flow (default 90)")
     p.add_argument("--targets", default="duckdb,postgres")
-    p.add_argument("--home", type=Path, default=PROJECT_ROOT / ".bench" / "backfill")
+    p.add_argument("--work", type=Path, default=PROJECT_ROOT / ".bench")
     args = p.parse_args(argv)
-    home = args.home.resolve()
-    # A Postgres warehouse refuses to start without a redaction key: the bench's own, unless one is set.
-    os.environ.setdefault("MESHLINE_REDACTION_KEY", "meshline-bench-redaction-key-0001")
-    variants = ("ranged", "per_partition", "loader")
-    for target in args.targets.split(","):
-        if target == "duckdb":
-            urls = {v: f"duckdb:///{home / target / v / 'warehouse.duckdb'}" for v in variants}
-        else:
-            urls = {v: _recreate_db(f"meshline_bench_backfill_{v}") for v in variants}
-        print(json.dumps({"tool": "meshline", **measure(home, target, urls, days=args.days)}), flush=True)
+    for rec in _backfills(args.work.resolve(), args.targets):
+        print(json.dumps(rec), flush=True)
     return 0
 
 

@@ -177,6 +177,27 @@ def demo_once(home: Path) -> dict:
             "target_met": out.returncode == 0 and seconds <= 90}
 
 
+def _backfills(work: Path, targets: str) -> list[dict]:
+    """bench/backfill.py: 90 days of the three flows as one backfill, per target warehouse."""
+    from bench.backfill import measure as backfill
+
+    os.environ.setdefault("MESHLINE_REDACTION_KEY", "meshline-bench-redaction-key-0001")  # for Postgres
+    out = []
+    for target in targets.split(","):
+        print(f"a 90-day backfill launched as the UI does, {target} ...", file=sys.stderr, flush=True)
+        variants = ("ranged", "per_partition", "loader")
+        urls = ({v: f"duckdb:///{work / 'backfill' / target / v / 'warehouse.duckdb'}" for v in variants}
+                if target == "duckdb" else {v: _recreate_db(f"meshline_bench_backfill_{v}") for v in variants})
+        out.append({"tool": "meshline", **backfill(work / "backfill", target, urls)})
+    return out
+
+
+def _dev(work: Path) -> dict:
+    from bench.dev import measure as dev
+
+    return {"tool": "meshline", **dev(work / "dev")}
+
+
 def _median(values: list[float]) -> float:
     return round(sorted(values)[len(values) // 2], 3)
 
@@ -372,12 +393,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition-only", action="store_true", help="only the Dagster partition run")
     p.add_argument("--daemon-only", action="store_true",
                    help="only the partition run launched through dagster-daemon (bench/daemon.py)")
+    p.add_argument("--no-backfill", action="store_true",
+                   help="skip the 90-day backfill launched as the UI does (bench/backfill.py; about 15 min)")
+    p.add_argument("--backfill-only", action="store_true", help="only the 90-day backfill, on --targets")
+    p.add_argument("--no-dev", action="store_true", help="skip `make dev` after the demo (bench/dev.py; about 4 min)")
+    p.add_argument("--dev-only", action="store_true", help="only `make dev` after the demo")
     args = p.parse_args(argv)
     args.out = args.out.resolve()  # its folder is the bench's work folder, and the dlt run's cwd
     PG = args.pg
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = args.out.parent
 
+    if args.backfill_only or args.dev_only:
+        with args.out.open("a") as fh:
+            for rec in (_backfills(work, args.targets) if args.backfill_only else [_dev(work)]):
+                print(json.dumps(rec), flush=True)
+                fh.write(json.dumps(rec) + "\n")
+        return 0
     if args.daemon_only or args.partition_only:
         from bench.daemon import measure
 
@@ -478,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_demo:
             print("meshline demo in a fresh home ...", file=sys.stderr, flush=True)
             emit({"tool": "meshline", **demo_once(work / "demo")})
+        if not args.no_dev:
+            print("make dev after the demo ...", file=sys.stderr, flush=True)
+            emit(_dev(work))
+        if not args.no_backfill:
+            for rec in _backfills(work, args.targets):
+                emit(rec)
         if not args.no_year:
             from bench.year import run_year
 
