@@ -94,6 +94,18 @@ def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL)
 
 
+def daemon_up(instance: Any, started: float, timeout_s: float = 180) -> None:
+    """Wait until the daemon's backfill and queue loops have beaten since `started` (time.time()): a
+    user's click meets a daemon that is already running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        beats = instance.get_daemon_heartbeats()
+        if all(k in beats and beats[k].timestamp >= started for k in ("BACKFILL", "QUEUED_RUN_COORDINATOR")):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"dagster-daemon did not start within {timeout_s:.0f} s")
+
+
 def world(home: Path, warehouse_url: str, first: date, days: int, leads_per_day: int, per_run: int = 0
           ) -> Settings:
     """A home whose flows start on `first`, with `days` simulated days of the three systems (the demo's
@@ -158,9 +170,11 @@ def measure(home: Path, target: str, urls: dict[str, str], *, days: int = 90, sa
             continue
         print(f"  {target} {variant}: backfill through dagster-daemon ...", file=sys.stderr, flush=True)
         os.environ.update(_env(settings))  # the workspace the launch loads is this home's
+        booted = time.time()
         daemon = start_daemon(settings)
         try:
             with dg.DagsterInstance.get() as instance:
+                daemon_up(instance, booted)
                 # Dagster's default, one run per partition, is timed on a sample of days (all 90 would
                 # take the better part of half an hour) and reported per partition and scaled.
                 days_now = partitions if variant == "ranged" else partitions[-sample:]
