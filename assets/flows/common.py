@@ -33,12 +33,12 @@ def per_partition(context: dg.AssetCheckExecutionContext, wh: Warehouse | None,
                   evaluate: Callable[[str], Iterable[dg.AssetCheckResult]]) -> Iterator[Any]:
     """A partitioned check's results, for the run's one partition or for each partition of its range.
 
-    Dagster gives a result yielded in a ranged run (a backfill's, under the assets' BackfillPolicy) no partition, so over a
-    range each partition's verdict is yielded as an evaluation of that partition, exactly as a run of the
-    partition alone would record it, and the check's outputs follow once all are judged. A failed
-    blocking evaluation still fails the step, after every partition has its verdict. (A check function
-    that yields from here is typed `-> Any`: Dagster's type names one result, its runtime takes a
-    generator.)
+    Dagster gives a result yielded in a ranged run (a backfill's, under the assets' BackfillPolicy) no
+    partition, so over a range each partition's verdict is yielded as an evaluation of that partition,
+    exactly as a run of the partition alone would record it, and the check's outputs follow once all
+    are judged. A failed blocking evaluation still fails the step, after every partition has its
+    verdict. (A check function that yields from here is typed `-> Any`: Dagster's type names one
+    result, its runtime takes a generator.)
 
     `wh`, the warehouse the check reads, is held open through the step (`Warehouse.held`): each
     partition's reads and records would otherwise open the DuckDB file again, several times each."""

@@ -403,7 +403,6 @@ def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
             out.sample = _sample(failing, rule.b, wh.redaction_key)
             return out
         cond, params = _where(rule.where, "a")
-        base = (f"FROM {ta} a WHERE a.{ident(rule.partition_by)} >= ? AND a.{ident(rule.partition_by)} < ?{cond}")
         base_params = [window.start, window.end, *params]
         key = f"a.{ident(rule.a.idempotency_key)}"
         pending: list[Any] = []
@@ -411,9 +410,14 @@ def evaluate(wh: Warehouse, rule: Rule, partition_key: str) -> Findings:
             in_time, in_time_params = "", []
             if rule.b_at:
                 in_time, in_time_params = f" AND b.{ident(rule.b_at)} <= a.{ident(rule.sla_from)} + ?", [rule.sla]
-            rows = s.query(f"SELECT {key}, (SELECT count(*) FROM {tb} b WHERE {_on(rule)}{in_time}) AS n,"
-                           f" a.{ident(rule.sla_from)} <= ? AS due {base} ORDER BY 1",
-                           [*in_time_params, cutoff, *base_params])
+            # A join counted per key, not a count per row: Postgres runs a correlated count as a scan of
+            # B for every row of A (DuckDB decorrelates it either way). A's key is unique in raw.
+            rows = s.query(
+                f"SELECT {key}, count(b.{ident(rule.b.idempotency_key)}) AS n, a.{ident(rule.sla_from)} <= ? AS due"
+                f" FROM {ta} a LEFT JOIN {tb} b ON {_on(rule)}{in_time}"
+                f" WHERE a.{ident(rule.partition_by)} >= ? AND a.{ident(rule.partition_by)} < ?{cond}"
+                f" GROUP BY {key}, a.{ident(rule.sla_from)} ORDER BY 1",
+                [cutoff, *in_time_params, *base_params])
             out.checked = len(rows)
             if rule.kind == "presence":
                 failing = [k for k, n, due in rows if n == 0 and due]
