@@ -306,8 +306,9 @@ def _operations(data: dict[str, Any], check: Callable[..., None], fail: Callable
     concurrent = blocks["executor"].get("max_concurrent", Operations.max_concurrent)
     if not 0 <= concurrent <= 256:
         raise fail(("executor", "max_concurrent"), f"expected 0 to 256, got {concurrent}")
-    return Operations(start_date=start, backfill_partitions_per_run=per_run, warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt,
-                      executor=kind, max_concurrent=concurrent,
+    return Operations(start_date=start, backfill_partitions_per_run=per_run,
+                      warehouse=WarehouseOptions(memory.strip(), attempts), alert_format=fmt, executor=kind,
+                      max_concurrent=concurrent,
                       compensation=blocks["remediation"].get("compensation", True), sensor_interval_s=interval,
                       synthetic_retention_days=synthetic, audit_retention_days=audit,
                       operational_retention_days=operational)

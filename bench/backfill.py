@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import date, timedelta
@@ -21,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from assets.settings import PROJECT_ROOT, Settings
+from bench.daemon import start_daemon
 from bench.year import _env
 
 FLOWS = ("lead_handoff", "quote_to_cash", "subscription_updates")
-BIN = Path(sys.executable).parent
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -86,12 +85,6 @@ def wait_backfill(instance: Any, backfill_id: str, timeout_s: float = 3600) -> d
                         "failed_runs": sum(r.status != dg.DagsterRunStatus.SUCCESS for r in runs)}
         time.sleep(0.5)
     raise RuntimeError(f"backfill {backfill_id} did not finish in {timeout_s:.0f} s")
-
-
-def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-                            cwd=PROJECT_ROOT, env=_env(settings), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 def daemon_up(instance: Any, started: float, timeout_s: float = 180) -> None:
@@ -175,14 +168,14 @@ def measure(home: Path, target: str, urls: dict[str, str], *, days: int = 90, sa
         try:
             with dg.DagsterInstance.get() as instance:
                 daemon_up(instance, booted)
-                # Dagster's default, one run per partition, is timed on a sample of days (all 90 would
-                # take the better part of half an hour) and reported per partition and scaled.
+                # Dagster's default, one run per partition, is timed on a sample of days (all of them
+                # would take many times the ranged backfill) and reported per partition and scaled.
                 days_now = partitions if variant == "ranged" else partitions[-sample:]
                 paths = flow_asset_keys(settings)
                 t0, launched = time.monotonic(), time.time()
                 done = wait_backfill(instance, launch_backfill(instance, days_now, paths))
                 wall = round(time.monotonic() - t0, 1)
-                # The daemon marks a backfill complete on its next 30 s loop after the last run ends:
+                # The daemon marks a backfill complete on a loop of its own after the last run ends:
                 # what the data waited for is the runs.
                 ends = [r.end_time for r in instance.get_run_records(
                     filters=dg.RunsFilter(tags={"dagster/backfill": done["backfill_id"]})) if r.end_time]

@@ -65,9 +65,18 @@ def _wait(instance: Any, run_id: str, timeout_s: float = 600) -> tuple[float, bo
 
 
 def _overlap(instance: Any, run_ids: list[str]) -> int:
-    """The most of these runs that were ever running at once (from Dagster's start and end times)."""
-    spans = [(r.start_time, r.end_time) for r in (instance.get_run_record_by_id(i) for i in run_ids)]
-    return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    """The most of these runs that were ever running at once (from Dagster's start and end times; a run
+    still going counts until now, one never started not at all)."""
+    records = (instance.get_run_record_by_id(i) for i in run_ids)
+    spans = [(r.start_time, r.end_time or time.time()) for r in records if r and r.start_time]
+    return max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)
+
+
+def start_daemon(settings: Settings) -> subprocess.Popen[bytes]:
+    """`dagster-daemon run` over the workspace, in the environment of `settings`' home."""
+    return subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+                            cwd=PROJECT_ROOT, env=_env(settings), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def daemon_runs(settings: Settings, partition: str, rounds: int, burst: list[str]) -> dict:
@@ -77,9 +86,7 @@ def daemon_runs(settings: Settings, partition: str, rounds: int, burst: list[str
     import dagster as dg
 
     settings.ensure_local_dagster_home()
-    env = _env(settings)
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-                              cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = start_daemon(settings)
     try:
         os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
         with dg.DagsterInstance.get() as instance:

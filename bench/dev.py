@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assets.settings import PROJECT_ROOT
+from bench.daemon import _overlap
 
 BIN = Path(sys.executable).parent
 TARGET_MB = 2048
@@ -94,8 +95,7 @@ def measure(home: Path, watch_s: float = 100.0) -> dict:
 
     with dg.DagsterInstance.get() as instance:
         records = [r for r in instance.get_run_records() if REMEDIATION_TAG in r.dagster_run.tags]
-        spans = [(r.start_time, r.end_time or time.time()) for r in records if r.start_time]
-        at_once = max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)
+        at_once = _overlap(instance, [r.dagster_run.run_id for r in records])
     state = _remediations(home)
     return {"measure": "quiet_dev", "watched_s": watch_s, "peak_tree_rss_mb": round(peak_mb),
             "peak_processes": peak_procs, "compensating_runs": len(records), "max_runs_at_once": at_once,

@@ -50,7 +50,7 @@ def build_sensors(flow_jobs: dict[str, str], dbt_job: str, contracts: dict[str, 
 
         requests, _ = plan_compensation(wh, context.instance, flow_jobs, dbt_job, max_attempts=MAX_ATTEMPTS,
                                         base=BACKOFF_BASE, on_exhausted=exhausted, log=context.log.info,
-                                        probe=lambda flow, part: probe_reload(wh, sources, config, flow, part),
+                                        probe=lambda flow, part: probe_reload(wh, sources, config, contracts, flow, part),
                                         on_unfixable=unfixable)
         return requests or dg.SkipReason("no failed check awaits compensation")
 

@@ -59,8 +59,8 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         key=asset_key(contract),
         partitions_def=partitions_def,
         retry_policy=RETRY,
-        # A backfill's run takes a range of days: a run per day would pay the run's start (a process,
-        # the definitions) for each one, 270 times for a quarter of three flows.
+        # A backfill's run takes a range of days: a run per day pays the run's start (a process, the
+        # definitions) again for every day of every flow.
         backfill_policy=dg.BackfillPolicy.multi_run(per_run) if per_run else dg.BackfillPolicy.single_run(),
         pool=pool,
         group_name=contract.boundary_flow,
@@ -80,14 +80,14 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
               sources: SourcesResource) -> dg.MaterializeResult[Any]:
         wh = warehouse.get()
         source = sources.source(contract)
-        if context.has_partition_key:
-            with wh.held():
-                return dg.MaterializeResult(metadata=load_one(context, wh, source, context.partition_key))
-        # A backfill's run over a range: each partition loads exactly as a run of its own would, oldest
-        # first (so each one's watermark and lookback are what a day-by-day run would see), and its
-        # materialization carries its own figures. The warehouse stays open between the days.
-        keys = context.partition_keys
+        # The warehouse stays open through the step: each load joins it instead of opening the file.
         with wh.held():
+            if context.has_partition_key:
+                return dg.MaterializeResult(metadata=load_one(context, wh, source, context.partition_key))
+            # A backfill's run over a range: each partition loads exactly as a run of its own would,
+            # oldest first (so each one's watermark and lookback are what a day-by-day run would see),
+            # and its materialization carries its own figures.
+            keys = context.partition_keys
             for i, part in enumerate(keys, 1):
                 context.add_asset_metadata(load_one(context, wh, source, part), partition_key=part)
                 if i % 10 == 0 or i == len(keys):
@@ -101,7 +101,7 @@ def boundary_asset(contract: Contract, partitions_def: dg.PartitionsDefinition, 
         # pyarrow comes with the loader: imported when a load runs, not when the definitions load
         from assets.loading.loader import load_partition
 
-        stats = getattr(source, "stats", None)  # HTTP sources: requests, retries, 429s, pages
+        stats = getattr(source, "stats", None)  # what an HTTP source counts: requests, retries, pages
         before = dict(stats or {})
         try:
             r = load_partition(
@@ -194,9 +194,10 @@ def contract_check(contract: Contract, partitions_def: dg.PartitionsDefinition, 
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                data_docs: DataDocsResource) -> Any:
         wh = warehouse.get()
-        with wh.held():
+        with wh.held():  # one open warehouse for the range's batch and every day's verdict
             fresh = {} if context.has_partition_key else validate_range(wh, data_docs, context.partition_keys)
-        yield from per_partition(context, wh, lambda part: [judge(context, wh, data_docs, part, fresh.get(part))])
+            yield from per_partition(context, None, lambda part: [judge(context, wh, data_docs, part,
+                                                                        fresh.get(part))])
 
     def rows_of(s: Tx, part: str) -> tuple[int, str]:
         """(rows of the partition in raw, the fingerprint its verdict is stored under)."""

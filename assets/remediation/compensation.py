@@ -19,6 +19,7 @@ Partitioned checks store their outcomes in `meshline.check_results` and open or 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -45,6 +46,13 @@ def backoff(attempt: int, base: timedelta = BACKOFF_BASE, rng: random.Random | N
 def _compensating_request(job: str, part: str, key: str) -> dg.RunRequest:
     return dg.RunRequest(run_key=key, job_name=job, partition_key=part,
                          tags={COMPENSATE_TAG: "true", REMEDIATION_TAG: key, "meshline/attempt": key.rsplit(":", 1)[1]})
+
+
+def _escalate(tx: Tx, flow: str, part: str, at: datetime, details: dict[str, object]) -> None:
+    """The (flow, partition) waits for a human from now on; audited with why."""
+    tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'escalated', updated_at = ? WHERE"
+               " flow = ? AND partition_key = ?", (at, flow, part))
+    audit(tx, "sensor:compensating_backfill", "remediation.escalate", f"{flow}/{part}", details, at)
 
 
 def _take_failures(tx: Tx, at: datetime) -> tuple[dict[tuple[str, str], list[str]], datetime | None]:
@@ -78,8 +86,6 @@ def plan_compensation(wh: Warehouse, instance: dg.DagsterInstance, flow_jobs: di
     `probe(flow, partition)` says whether a reload can change anything (None: it cannot tell, so the
     attempt is launched); probing stops for the tick after `probe_budget_s`, and what was not probed
     waits for the next tick."""
-    import time
-
     at = at or now()
     probing_until = time.monotonic() + probe_budget_s
     say = log or (lambda msg: None)
@@ -131,10 +137,7 @@ def plan_compensation(wh: Warehouse, instance: dg.DagsterInstance, flow_jobs: di
                     say(f"{flow} {part}: resolved after {attempts} compensating run(s)")
                     continue
                 if attempts >= max_attempts:
-                    tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'escalated', updated_at = ? WHERE"
-                               " flow = ? AND partition_key = ?", (at, flow, part))
-                    audit(tx, "sensor:compensating_backfill", "remediation.escalate", f"{flow}/{part}",
-                          {"attempts": attempts}, at)
+                    _escalate(tx, flow, part, at, {"attempts": attempts})
                 else:
                     tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'pending', next_attempt_at = ?,"
                                " updated_at = ? WHERE flow = ? AND partition_key = ?",
@@ -152,10 +155,8 @@ def plan_compensation(wh: Warehouse, instance: dg.DagsterInstance, flow_jobs: di
             found = probe(flow, part)
             if found is not None and not found.changes:
                 with wh.transaction() as tx:
-                    tx.execute(f"UPDATE {META_SCHEMA}.remediations SET status = 'escalated', updated_at = ? WHERE"
-                               " flow = ? AND partition_key = ?", (at, flow, part))
-                    audit(tx, "sensor:compensating_backfill", "remediation.escalate", f"{flow}/{part}",
-                          {"attempts": attempts, "reason": "no reload can change it", "probe": found.evidence}, at)
+                    _escalate(tx, flow, part, at, {"attempts": attempts, "reason": "no reload can change it",
+                                                   "probe": found.evidence})
                 say(f"{flow} {part}: no reload can change it ({found.words()}): escalated without a run")
                 if on_unfixable:
                     on_unfixable(found)

@@ -17,6 +17,7 @@ evidence, instead of retrying it. Only counts leave the probe, never values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from assets.config import Config
 from assets.loading.ddl import META_SCHEMA
 from assets.loading.warehouse import Warehouse
 from assets.loading.watermark import daily_window
+from expectations.contract import Contract
 from expectations.reasons import SourceError, SourceUnreachable
 
 COUNTS = ("rows_in_source", "rows_new", "dead_letters_fixed", "rows_still_invalid")
@@ -50,13 +52,13 @@ class Probe:
         return "; ".join(parts)
 
 
-def probe_reload(wh: Warehouse, sources: Any, config: Config, flow: str, partition: str) -> Probe | None:
-    """Dry-run the compensating reload of `flow`'s `partition`. None when a source cannot be read now
-    (the probe cannot tell; the sensor compensates as before)."""
+def probe_reload(wh: Warehouse, sources: Any, config: Config, contracts: Mapping[str, Contract], flow: str,
+                 partition: str) -> Probe | None:
+    """Dry-run the compensating reload of `flow`'s `partition`; `contracts`: boundary name → the contract
+    it loads under (the definitions' own). None when a source cannot be read now (the probe cannot
+    tell; the sensor compensates as before)."""
     from assets.loading.loader import load_partition
-    from expectations.registry import Registry
 
-    registry = Registry()
     evidence: dict[str, dict[str, int]] = {}
     changes = False
     for b in config.flow_boundaries(flow):
@@ -68,7 +70,7 @@ def probe_reload(wh: Warehouse, sources: Any, config: Config, flow: str, partiti
             evidence[b.name] = {"never_loaded": 1}
             changes = True
             continue
-        contract = registry.get(b.contract, b.contract_version)
+        contract = contracts[b.name]
         try:
             r = load_partition(wh, sources.source(contract), contract, partition_key=partition,
                                window=daily_window(partition), run_id="probe",

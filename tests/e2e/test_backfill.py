@@ -96,7 +96,8 @@ def test_a_ranged_run_leaves_what_runs_of_one_day_each_leave(backend, tmp_path, 
 def test_a_backfill_launched_as_the_ui_does_runs_as_one_run_through_the_daemon(tmp_path, monkeypatch):
     from datetime import date, timedelta
 
-    from bench.backfill import BIN, flow_asset_keys, launch_backfill, start_daemon, wait_backfill, world
+    from bench.backfill import flow_asset_keys, launch_backfill, wait_backfill, world
+    from bench.daemon import BIN, start_daemon
     from bench.year import _env
 
     first = date.today() - timedelta(days=4)

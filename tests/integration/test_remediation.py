@@ -134,18 +134,25 @@ def late_sandbox(tmp_path):
     return sb
 
 
-def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_url, late_sandbox, monkeypatch,
-                                                                     capsys):
-    truth = late_sandbox.ground_truth()
+def _judged_twice(warehouse_url, sandbox):
+    """Every day loaded and judged twice, the second pass with the CRM fully loaded: (truth, instance,
+    warehouse, the days rule_handed_off leaves open incidents on, oldest first)."""
+    truth = sandbox.ground_truth()
     keys = day_keys(truth)
     instance = dg.DagsterInstance.ephemeral()
-    for key in keys + keys:  # the second pass judges each day with the CRM fully loaded
-        materialize_day(warehouse_url, late_sandbox, key, instance=instance)
+    for key in keys + keys:
+        materialize_day(warehouse_url, sandbox, key, instance=instance)
     wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
     with wh.session() as s:
         failing = sorted(p for (p,) in s.query(
-            "SELECT partition_key FROM meshline.incidents WHERE check_name = 'rule_handed_off'"
+            "SELECT DISTINCT partition_key FROM meshline.incidents WHERE check_name = 'rule_handed_off'"
             " AND status = 'open'"))
+    return truth, instance, wh, failing
+
+
+def test_compensating_run_loads_a_late_lead_and_closes_the_incident(warehouse_url, late_sandbox, monkeypatch,
+                                                                     capsys):
+    truth, instance, wh, failing = _judged_twice(warehouse_url, late_sandbox)
     assert failing, "the sandbox must leave some MQLs unsynced past the SLA"
     day = failing[0]
     assert late_sandbox.hand_off_late(truth["never_synced"]) == len(truth["never_synced"])
@@ -200,16 +207,7 @@ def test_the_sensor_probes_each_failure_and_escalates_what_no_reload_can_fix(war
     from assets.resources import NotifierResource, SourcesResource, WarehouseResource
     from tests.helpers import lead_handoff_defs
 
-    truth = late_sandbox.ground_truth()
-    keys = day_keys(truth)
-    instance = dg.DagsterInstance.ephemeral()
-    for key in keys + keys:  # the second pass judges each day with the CRM fully loaded
-        materialize_day(warehouse_url, late_sandbox, key, instance=instance)
-    wh = Warehouse(warehouse_url, redaction_key=TEST_REDACTION_KEY.encode())
-    with wh.session() as s:
-        failing = sorted(p for (p,) in s.query(
-            "SELECT DISTINCT partition_key FROM meshline.incidents WHERE check_name = 'rule_handed_off'"
-            " AND status = 'open'"))
+    truth, instance, wh, failing = _judged_twice(warehouse_url, late_sandbox)
     assert len(failing) >= 2, "the sandbox must leave MQLs of two days unsynced past the SLA"
     stuck, fixed = failing[0], failing[1]
     with duckdb.connect(str(late_sandbox.paths.marketing), read_only=True) as con:
@@ -219,13 +217,13 @@ def test_the_sensor_probes_each_failure_and_escalates_what_no_reload_can_fix(war
 
     config = load_config(Path(_config(tmp_path, late_sandbox)))
     sources = lead_handoff_defs(warehouse_url, late_sandbox)[2]["sources"]
+    contracts = {n: Registry().get(n) for n in ("marketing_leads", "crm_leads")}
     before = snapshot(warehouse_url)
-    nothing, something = (probe_reload(wh, sources, config, "lead_handoff", d) for d in (stuck, fixed))
+    nothing, something = (probe_reload(wh, sources, config, contracts, "lead_handoff", d) for d in (stuck, fixed))
     assert not nothing.changes and something.changes
     assert nothing.evidence["crm_leads"]["rows_new"] == 0 and nothing.evidence["crm_leads"]["rows_in_source"] > 0
     assert something.evidence["crm_leads"]["rows_new"] == len(late)
 
-    contracts = {n: Registry().get(n) for n in ("marketing_leads", "crm_leads")}
     sensor = build_sensors({"lead_handoff": "lead_handoff_job"}, "dbt_build_job", contracts, config, interval_s=30,
                            running=True, targets=[])[0]
     ctx = dg.build_sensor_context(instance=instance, resources={
